@@ -1,0 +1,7 @@
+"""Aggregates, repositories, unit of work, projections and process managers for uno.
+
+This distribution is reserved and importable; its features arrive with their
+issue and are not here yet.
+"""
+
+__all__: list[str] = []
