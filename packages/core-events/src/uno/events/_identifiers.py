@@ -1,0 +1,57 @@
+"""Time-ordered UUIDv7 event identifiers (RFC 9562)."""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from uuid import UUID
+
+__all__ = ["uuid7"]
+
+_COUNTER_BITS = 42  # 12 bits of rand_a and the top 30 of rand_b (RFC 9562 §6.2, method 1)
+_COUNTER_MAX = (1 << _COUNTER_BITS) - 1
+_RANDOM_BITS = 32  # the rest of rand_b stays random, so ids from two processes differ
+
+# Seeded from os.urandom, and again in every forked child so that two processes
+# never share a random sequence. Cheaper than a system call per id.
+_random = random.Random()  # noqa: S311 - uniqueness, not secrecy, is needed here
+os.register_at_fork(after_in_child=_random.seed)
+
+_lock = threading.Lock()
+_last_ms = -1
+_counter = 0
+
+
+def uuid7() -> UUID:
+    """Return a new UUIDv7.
+
+    Ids from one process are strictly increasing, also within one millisecond
+    and across threads: a 42-bit counter, seeded at random each millisecond,
+    orders them. If the wall clock steps back, the previous millisecond is kept
+    so order holds. 32 random bits keep ids of separate processes apart.
+    """
+    global _last_ms, _counter  # noqa: PLW0603 - one process-wide sequence, guarded by _lock
+    random_tail = _random.getrandbits(_RANDOM_BITS)
+    with _lock:
+        now_ms = time.time_ns() // 1_000_000
+        if now_ms > _last_ms:
+            _last_ms = now_ms
+            # The top counter bit starts at 0, leaving room for 2**41 ids in this millisecond.
+            _counter = _random.getrandbits(_COUNTER_BITS - 1)
+        else:
+            _counter += 1
+            if _counter > _COUNTER_MAX:
+                _last_ms += 1
+                _counter = 0
+        ms, counter = _last_ms, _counter
+    value = (
+        (ms & 0xFFFF_FFFF_FFFF) << 80
+        | 0x7 << 76
+        | (counter >> 30) << 64
+        | 0b10 << 62
+        | (counter & 0x3FFF_FFFF) << 32
+        | random_tail
+    )
+    return UUID(int=value)

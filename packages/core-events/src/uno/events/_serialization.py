@@ -1,0 +1,206 @@
+"""Serializers: events and metadata to bytes and back, through the registry."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import msgspec
+
+from uno.events._event import Event
+from uno.events._metadata import EventMetadata
+from uno.events._registry import EventRegistry
+from uno.events._upcasting import Upcaster
+from uno.events.exceptions import (
+    EventDecodeError,
+    EventEncodeError,
+    UnknownEventType,
+    UnregisteredEvent,
+    UpcastError,
+)
+
+__all__ = ["JsonSerializer", "MsgPackSerializer", "Serializer"]
+
+_Plan = Callable[[bytes], Event]
+_FIELD_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
+
+
+@runtime_checkable
+class Serializer(Protocol):
+    """Turns events and their metadata into bytes and back.
+
+    An implementer guarantees that ``decode(t, v, encode(e))`` equals ``e`` for
+    every registered event ``e`` of type ``t`` and version ``v``; that decoding
+    old versions applies the registered upcasters; and that it raises only the
+    errors below, never a codec's own exception.
+
+    Raises (from its methods):
+        UnregisteredEvent: ``encode`` got an event whose class is not registered.
+        EventEncodeError: a value cannot be represented by the format.
+        UnknownEventType: ``decode`` got a type or version nothing handles.
+        EventDecodeError: the bytes do not match the class they claim to be.
+        UpcastError: an upcaster failed.
+    """
+
+    @property
+    def content_type(self) -> str:
+        """The media type of the encoded bytes, e.g. ``application/json``."""
+        ...
+
+    def encode(self, event: Event) -> bytes:
+        """Return the bytes of ``event``'s data (not its type or version)."""
+        ...
+
+    def decode(self, event_type: str, event_version: int, data: bytes) -> Event:
+        """Return the event of the latest registered version from stored bytes."""
+        ...
+
+    def encode_metadata(self, metadata: EventMetadata) -> bytes:
+        """Return the bytes of ``metadata``."""
+        ...
+
+    def decode_metadata(self, data: bytes) -> EventMetadata:
+        """Return metadata from bytes made by ``encode_metadata``."""
+        ...
+
+
+class _MsgspecSerializer:
+    """A serializer over one msgspec codec module; subclasses name the codec."""
+
+    content_type: ClassVar[str]
+    _codec: ClassVar[ModuleType]  # msgspec.json or msgspec.msgpack: same Encoder/Decoder API
+
+    def __init__(self, registry: EventRegistry) -> None:
+        self.registry = registry
+        self._encode: Callable[[Any], bytes] = self._codec.Encoder().encode
+        self._raw_decode: Callable[[bytes], Any] = self._codec.Decoder().decode
+        self._registered = registry.identities
+        self._typed: dict[type[Any], Callable[[bytes], Any]] = {}
+        self._plans: dict[str, dict[int, _Plan]] = {}  # type name -> version -> plan
+        self._metadata_decode = self._typed_decoder(EventMetadata)
+        registry.on_change(self._forget_plans)
+
+    def _forget_plans(self) -> None:
+        self._plans.clear()
+
+    def encode(self, event: Event) -> bytes:
+        """Return the bytes of ``event``'s data; its class must be registered."""
+        if type(event) not in self._registered:
+            raise UnregisteredEvent(type(event))
+        try:
+            return self._encode(event)
+        except (TypeError, ValueError, OverflowError) as exc:
+            event_type, version = self._registered[type(event)]
+            raise EventEncodeError(event_type, version, str(exc)) from exc
+
+    def decode(self, event_type: str, event_version: int, data: bytes) -> Event:
+        """Return the event of the latest registered version, upcasting old data."""
+        try:
+            plan = self._plans[event_type][event_version]
+        except KeyError:
+            plan = self._plan(event_type, event_version)
+            self._plans.setdefault(event_type, {})[event_version] = plan
+        try:
+            return plan(data)
+        except msgspec.DecodeError as exc:  # upcasting plans raise their own EventDecodeError
+            raise _decode_error(event_type, event_version, exc) from exc
+
+    def encode_metadata(self, metadata: EventMetadata) -> bytes:
+        """Return the bytes of ``metadata``."""
+        return self._encode(metadata)
+
+    def decode_metadata(self, data: bytes) -> EventMetadata:
+        """Return metadata from bytes made by ``encode_metadata``.
+
+        Raises:
+            EventDecodeError: the bytes are not valid metadata.
+        """
+        try:
+            metadata: EventMetadata = self._metadata_decode(data)
+        except msgspec.DecodeError as exc:
+            raise _decode_error("uno.EventMetadata", 1, exc) from exc
+        return metadata
+
+    def _typed_decoder(self, cls: type[Any]) -> Callable[[bytes], Any]:
+        decoder = self._typed.get(cls)
+        if decoder is None:
+            decoder = self._typed[cls] = self._codec.Decoder(cls).decode
+        return decoder
+
+    def _plan(self, event_type: str, version: int) -> _Plan:
+        """Build the decode function of one stored type and version."""
+        chain = self.registry.chain(event_type, version)
+        if chain is None:
+            exact = self.registry.get(event_type, version)
+            if exact is None:
+                raise UnknownEventType(event_type, version, self.registry.versions(event_type))
+            return self._typed_decoder(exact)
+        latest = self.registry.latest(event_type)
+        assert latest is not None  # a chain exists only for a registered type
+        if not chain:
+            return self._typed_decoder(latest)
+        return self._upcasting_plan(event_type, version, chain, latest)
+
+    def _upcasting_plan(
+        self, event_type: str, version: int, chain: tuple[Upcaster, ...], latest: type[Event]
+    ) -> _Plan:
+        def plan(data: bytes) -> Event:
+            value: Any = data
+            current = version
+            try:
+                for link in chain:
+                    value = self._as_input(value, link.source_class)
+                    current = link.from_version
+                    try:
+                        value = link.upcast(value)
+                    except Exception as exc:
+                        raise UpcastError(
+                            event_type, current, f"{type(exc).__name__}: {exc}"
+                        ) from exc
+                    current += 1
+                result: Event = self._as_input(value, latest)
+            except msgspec.DecodeError as exc:
+                raise _decode_error(event_type, current, exc) from exc
+            return result
+
+        return plan
+
+    def _as_input(self, value: Any, cls: type[Event] | None) -> Any:
+        """Bring ``value`` (bytes, mapping or event) to what the next step takes."""
+        if isinstance(value, bytes):
+            return self._raw_decode(value) if cls is None else self._typed_decoder(cls)(value)
+        if cls is None:
+            return msgspec.to_builtins(value) if isinstance(value, Event) else value
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, Event):
+            value = msgspec.to_builtins(value)
+        return msgspec.convert(value, cls, strict=False)
+
+
+class JsonSerializer(_MsgspecSerializer):
+    """Encode events as JSON with msgspec: readable in the database, portable."""
+
+    content_type = "application/json"
+    _codec: ClassVar[ModuleType] = msgspec.json
+
+
+class MsgPackSerializer(_MsgspecSerializer):
+    """Encode events as MessagePack with msgspec: compact and fastest.
+
+    MessagePack holds integers from -2**63 to 2**64-1; larger ones raise
+    ``EventEncodeError`` (use JSON, or a ``Decimal``, for them).
+    """
+
+    content_type = "application/msgpack"
+    _codec: ClassVar[ModuleType] = msgspec.msgpack
+
+
+def _decode_error(event_type: str, version: int, exc: msgspec.DecodeError) -> EventDecodeError:
+    message = str(exc)
+    match = _FIELD_PATH.search(message)
+    field = match.group(1) if match else None
+    reason = message[: match.start()] if match else message
+    return EventDecodeError(event_type, version, reason, field=field or None)

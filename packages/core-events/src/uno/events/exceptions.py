@@ -1,0 +1,207 @@
+"""Errors raised by uno.events and by every event store that implements its protocols.
+
+Every error carries a stable ``code`` (safe to match on, listed in docs/errors.md)
+and a message that says what happened and what to do next::
+
+    UnoEventsError                      events.error
+    ├── EventDefinitionError            events.invalid_definition
+    ├── EventRegistryError              events.registry_error
+    │   ├── DuplicateEventType          events.duplicate_event_type
+    │   ├── UnregisteredEvent           events.unregistered_event
+    │   └── UpcasterChainError          events.upcaster_chain_broken
+    ├── SerializationError              events.serialization_error
+    │   ├── EventEncodeError            events.encode_failed
+    │   ├── UnknownEventType            events.unknown_event_type
+    │   ├── EventDecodeError            events.decode_failed
+    │   └── UpcastError                 events.upcast_failed
+    └── EventStoreError                 event_storage.error
+        └── WrongExpectedVersion        event_storage.wrong_expected_version
+
+``EventStoreError`` lives here, not in uno.event_storage, because third-party
+backends depend on uno-core-events only and must raise the same types.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = [
+    "DuplicateEventType",
+    "EventDecodeError",
+    "EventDefinitionError",
+    "EventEncodeError",
+    "EventRegistryError",
+    "EventStoreError",
+    "SerializationError",
+    "UnknownEventType",
+    "UnoEventsError",
+    "UnregisteredEvent",
+    "UpcastError",
+    "UpcasterChainError",
+    "WrongExpectedVersion",
+]
+
+
+class UnoEventsError(Exception):
+    """Root of every error raised by uno.events."""
+
+    code: ClassVar[str] = "events.error"
+
+
+class EventDefinitionError(UnoEventsError, TypeError):
+    """An event class declares an invalid type name or version."""
+
+    code = "events.invalid_definition"
+
+
+class EventRegistryError(UnoEventsError):
+    """The event registry was configured inconsistently."""
+
+    code = "events.registry_error"
+
+
+class DuplicateEventType(EventRegistryError):
+    """Two different classes were registered under one type name and version."""
+
+    code = "events.duplicate_event_type"
+
+    def __init__(self, event_type: str, version: int, existing: type, new: type) -> None:
+        self.event_type = event_type
+        self.version = version
+        self.existing = existing
+        self.new = new
+        super().__init__(
+            f"{event_type!r} version {version} is already registered to "
+            f"{existing.__module__}.{existing.__qualname__}; cannot register "
+            f"{new.__module__}.{new.__qualname__} too. Give one of them another "
+            "event_type or a higher event_version."
+        )
+
+
+class UnregisteredEvent(EventRegistryError):
+    """An event of a class the registry does not know was about to be written."""
+
+    code = "events.unregistered_event"
+
+    def __init__(self, cls: type) -> None:
+        self.event_class = cls
+        super().__init__(
+            f"{cls.__module__}.{cls.__qualname__} is not registered, so it could not be "
+            "read back. Call registry.register() with it before writing such events."
+        )
+
+
+class UpcasterChainError(EventRegistryError):
+    """An upcaster chain has a missing, duplicated or dangling link."""
+
+    code = "events.upcaster_chain_broken"
+
+    def __init__(self, event_type: str, problem: str) -> None:
+        self.event_type = event_type
+        self.problem = problem
+        super().__init__(f"Upcaster chain of {event_type!r}: {problem}")
+
+
+class SerializationError(UnoEventsError):
+    """An event could not be turned into bytes or back."""
+
+    code = "events.serialization_error"
+
+
+class EventEncodeError(SerializationError):
+    """An event holds a value the codec cannot encode."""
+
+    code = "events.encode_failed"
+
+    def __init__(self, event_type: str, version: int, reason: str) -> None:
+        self.event_type = event_type
+        self.version = version
+        self.reason = reason
+        super().__init__(
+            f"Cannot encode {event_type!r} version {version}: {reason}. Use field types "
+            "that msgspec supports (builtins, datetime, UUID, Decimal, enums, Structs)."
+        )
+
+
+class UnknownEventType(SerializationError):
+    """Stored data names an event type or version that no registered class handles."""
+
+    code = "events.unknown_event_type"
+
+    def __init__(self, event_type: str, version: int, known_versions: tuple[int, ...]) -> None:
+        self.event_type = event_type
+        self.version = version
+        self.known_versions = known_versions
+        if known_versions:
+            hint = (
+                f"registered versions are {', '.join(map(str, known_versions))}: register "
+                f"an upcaster chain starting at version {version}, or the class of that version"
+            )
+        else:
+            hint = "register its event class (misspelled, renamed, or not imported?)"
+        super().__init__(f"No event class for {event_type!r} version {version}; {hint}.")
+
+
+class EventDecodeError(SerializationError):
+    """Stored bytes do not match the event class they claim to be."""
+
+    code = "events.decode_failed"
+
+    def __init__(
+        self,
+        event_type: str,
+        version: int,
+        reason: str,
+        *,
+        field: str | None = None,
+        position: int | None = None,
+    ) -> None:
+        self.event_type = event_type
+        self.version = version
+        self.reason = reason
+        self.field = field
+        self.position = position
+        where = f" in field {field!r}" if field else ""
+        at = f" at global position {position}" if position is not None else ""
+        super().__init__(
+            f"Cannot decode {event_type!r} version {version}{at}{where}: {reason}. "
+            "The stored data does not match the class: register an upcaster for the old "
+            "shape, or fix the class definition."
+        )
+
+
+class UpcastError(SerializationError):
+    """An upcaster raised, or returned something other than what it promised."""
+
+    code = "events.upcast_failed"
+
+    def __init__(self, event_type: str, from_version: int, reason: str) -> None:
+        self.event_type = event_type
+        self.from_version = from_version
+        self.reason = reason
+        super().__init__(
+            f"Upcasting {event_type!r} from version {from_version} to {from_version + 1} "
+            f"failed: {reason}. Fix the upcaster; the stored event is unchanged."
+        )
+
+
+class EventStoreError(UnoEventsError):
+    """Root of the errors an event store raises."""
+
+    code = "event_storage.error"
+
+
+class WrongExpectedVersion(EventStoreError):
+    """An append found the stream at another version than the caller expected."""
+
+    code = "event_storage.wrong_expected_version"
+
+    def __init__(self, stream_id: str, expected: object, actual: int | None) -> None:
+        self.stream_id = stream_id
+        self.expected = expected
+        self.actual = actual
+        state = "does not exist" if actual is None else f"is at version {actual}"
+        super().__init__(
+            f"Stream {stream_id!r} {state}, but the append expected {expected}. "
+            "Nothing was written: reload the stream, decide again and retry."
+        )
