@@ -98,7 +98,7 @@ def tests(session: nox.Session) -> None:
 @nox.parametrize("package", PACKAGES)
 def isolated(session: nox.Session, package: str) -> None:
     """Install one distribution (built, not editable) alone and run its own tests."""
-    local = [f"packages/{name}" for name in _local_requirements(package)]
+    local = [_with_extras(name) for name in _local_requirements(package)]
     session.install(*local, *_test_group(package))
     # --import-mode=importlib keeps src/ off sys.path: the tests see the installed wheel.
     session.run("pytest", f"packages/{package}/tests", *session.posargs)

@@ -15,7 +15,13 @@ and a message that says what happened and what to do next::
     │   ├── EventDecodeError            events.decode_failed
     │   └── UpcastError                 events.upcast_failed
     └── EventStoreError                 event_storage.error
-        └── WrongExpectedVersion        event_storage.wrong_expected_version
+        ├── WrongExpectedVersion        event_storage.wrong_expected_version
+        ├── DuplicateEventId            event_storage.duplicate_event_id
+        ├── StreamDeleted               event_storage.stream_deleted
+        ├── InvalidStreamId             event_storage.invalid_stream_id
+        ├── EventTooLarge               event_storage.event_too_large
+        ├── TransactionOrderConflict    event_storage.transaction_order_conflict
+        └── StoreUnavailable            event_storage.unavailable
 
 ``EventStoreError`` lives here, not in uno.event_storage, because third-party
 backends depend on uno-core-events only and must raise the same types.
@@ -23,16 +29,25 @@ backends depend on uno-core-events only and must raise the same types.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
+MAX_STREAM_ID_LENGTH = 512
+
 __all__ = [
+    "DuplicateEventId",
     "DuplicateEventType",
     "EventDecodeError",
     "EventDefinitionError",
     "EventEncodeError",
     "EventRegistryError",
     "EventStoreError",
+    "EventTooLarge",
+    "InvalidStreamId",
     "SerializationError",
+    "StoreUnavailable",
+    "StreamDeleted",
+    "TransactionOrderConflict",
     "UnknownEventType",
     "UnoEventsError",
     "UnregisteredEvent",
@@ -204,4 +219,107 @@ class WrongExpectedVersion(EventStoreError):
         super().__init__(
             f"Stream {stream_id!r} {state}, but the append expected {expected}. "
             "Nothing was written: reload the stream, decide again and retry."
+        )
+
+
+class DuplicateEventId(EventStoreError):
+    """Some, not all, of an append's event ids are already stored.
+
+    An append whose event ids are all stored in that stream is an idempotent
+    retry and succeeds without writing; a partial overlap is a different append
+    reusing ids, and is refused whole.
+    """
+
+    code = "event_storage.duplicate_event_id"
+
+    def __init__(self, stream_id: str, event_ids: Sequence[object]) -> None:
+        self.stream_id = stream_id
+        self.event_ids = tuple(event_ids)
+        shown = ", ".join(str(i) for i in self.event_ids[:5])
+        more = f" and {len(self.event_ids) - 5} more" if len(self.event_ids) > 5 else ""
+        super().__init__(
+            f"Event ids {shown}{more} are already stored, so this append to {stream_id!r} is "
+            "not a retry of the one that stored them. Nothing was written: retry an append "
+            "with exactly the same events, or give new events new ids."
+        )
+
+
+class StreamDeleted(EventStoreError):
+    """The stream was deleted: it can be neither read nor appended to."""
+
+    code = "event_storage.stream_deleted"
+
+    def __init__(self, stream_id: str, *, hard: bool) -> None:
+        self.stream_id = stream_id
+        self.hard = hard
+        how = "erased (hard-deleted)" if hard else "deleted"
+        super().__init__(
+            f"Stream {stream_id!r} was {how}; its id cannot be reused. Use another stream id."
+        )
+
+
+class InvalidStreamId(EventStoreError, ValueError):
+    """A stream id is empty, too long, or holds control characters."""
+
+    code = "event_storage.invalid_stream_id"
+
+    def __init__(self, stream_id: object, reason: str) -> None:
+        self.stream_id = stream_id
+        self.reason = reason
+        shown = repr(stream_id)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        super().__init__(
+            f"Invalid stream id {shown}: {reason}. Use 1-{MAX_STREAM_ID_LENGTH} printable "
+            "characters, such as 'account-42'."
+        )
+
+
+class EventTooLarge(EventStoreError, ValueError):
+    """An encoded event is larger than the store's configured limit."""
+
+    code = "event_storage.event_too_large"
+
+    def __init__(self, stream_id: str, event_type: str, size: int, limit: int) -> None:
+        self.stream_id = stream_id
+        self.event_type = event_type
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"A {event_type!r} event for {stream_id!r} encodes to {size:,} bytes, over the "
+            f"limit of {limit:,}. Nothing was written: store large payloads elsewhere and "
+            "reference them, or raise max_event_size when opening the store."
+        )
+
+
+class TransactionOrderConflict(EventStoreError):
+    """An append in a long transaction would sort before an event that committed first.
+
+    It happens when a transaction wrote before appending, and another
+    transaction appended to the same stream and committed in between.
+    """
+
+    code = "event_storage.transaction_order_conflict"
+
+    def __init__(self, stream_id: str) -> None:
+        self.stream_id = stream_id
+        super().__init__(
+            f"Another transaction appended to {stream_id!r} after this transaction began "
+            "writing, so this append would break the stream's order in the global log. "
+            "Nothing was written: retry the whole transaction, and append before other writes."
+        )
+
+
+class StoreUnavailable(EventStoreError):
+    """The database cannot be reached, or dropped the connection."""
+
+    code = "event_storage.unavailable"
+
+    def __init__(self, backend: str, reason: str) -> None:
+        self.backend = backend
+        self.reason = reason
+        super().__init__(
+            f"The {backend} event store is unavailable: {reason}. The operation may not have "
+            "run; retry when the database is back (appends with fixed event ids are safe to "
+            "retry)."
         )

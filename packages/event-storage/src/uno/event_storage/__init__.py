@@ -1,7 +1,33 @@
 """The uno event store: memory, SQLite and PostgreSQL backends chosen by URL.
 
-This distribution is reserved and importable; its features arrive with their
-issue and are not here yet.
+::
+
+    async with open_event_store("sqlite:///events.db", registry=registry) as store:
+        await store.append("account-1", [AccountOpened(owner="ada")], expected_version=NO_STREAM)
+        events = await store.read_stream("account-1")
 """
 
-__all__: list[str] = []
+from uno.event_storage import exceptions
+from uno.event_storage._core import DEFAULT_MAX_EVENT_SIZE, EventStoreBase
+from uno.event_storage._opening import (
+    BACKENDS_GROUP,
+    Backend,
+    ClosableEventStore,
+    installed_backends,
+    open_event_store,
+)
+from uno.event_storage._subscription import PollingSubscription
+from uno.event_storage.memory import InMemoryEventStore
+
+__all__ = [
+    "BACKENDS_GROUP",
+    "DEFAULT_MAX_EVENT_SIZE",
+    "Backend",
+    "ClosableEventStore",
+    "EventStoreBase",
+    "InMemoryEventStore",
+    "PollingSubscription",
+    "exceptions",
+    "installed_backends",
+    "open_event_store",
+]

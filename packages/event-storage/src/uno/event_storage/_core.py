@@ -1,0 +1,524 @@
+"""What every backend shares: preparing appends, decoding rows, the public API.
+
+A backend subclasses ``EventStoreBase`` and implements the ``_``-prefixed
+primitives; this module turns events into rows (validating and encoding them
+once, before anything is written) and rows back into ``RecordedEvent``s.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any, ClassVar, NamedTuple, Self
+from uuid import UUID
+
+import msgspec
+
+from uno.event_storage import _telemetry
+from uno.event_storage._subscription import Notifier, PollingSubscription
+from uno.event_storage.exceptions import StoreConfigurationError
+from uno.events import (
+    ANY,
+    NO_STREAM,
+    STREAM_EXISTS,
+    AppendResult,
+    Direction,
+    Event,
+    EventMetadata,
+    EventRegistry,
+    ExpectedVersion,
+    JsonSerializer,
+    NewEvent,
+    RecordedEvent,
+    Serializer,
+    Snapshot,
+    StreamAppend,
+    StreamState,
+    validate_stream_id,
+)
+from uno.events.exceptions import (
+    DuplicateEventId,
+    EventDecodeError,
+    EventTooLarge,
+    UnknownEventType,
+    WrongExpectedVersion,
+)
+
+__all__ = [
+    "DEFAULT_MAX_EVENT_SIZE",
+    "EventStoreBase",
+    "PreparedAppend",
+    "PreparedEvent",
+    "Row",
+    "StoredId",
+    "check_expected_version",
+    "idempotent_result",
+]
+
+DEFAULT_MAX_EVENT_SIZE = 1024 * 1024
+_EMPTY_METADATA = EventMetadata()
+
+
+class PreparedEvent(NamedTuple):
+    """An event validated and encoded, ready to be written."""
+
+    event_id: UUID
+    event_type: str
+    event_version: int
+    data: bytes
+    metadata: bytes
+
+
+class PreparedAppend(NamedTuple):
+    """One stream's validated part of an append."""
+
+    stream_id: str
+    expected_version: ExpectedVersion
+    events: list[PreparedEvent]
+
+
+class StoredId(NamedTuple):
+    """Where an already stored event id lives."""
+
+    stream_id: str
+    stream_version: int
+    global_position: int
+
+
+class Row(NamedTuple):
+    """A stored event as backends return it, before decoding."""
+
+    event_id: UUID
+    stream_id: str
+    stream_version: int
+    global_position: int
+    recorded_at: datetime
+    event_type: str
+    event_version: int
+    data: bytes
+    metadata: bytes
+
+
+def check_expected_version(stream_id: str, expected: ExpectedVersion, current: int) -> None:
+    """Raise ``WrongExpectedVersion`` unless a stream at ``current`` meets ``expected``.
+
+    ``current`` is the version of the stream's last event, 0 when it has none.
+    """
+    if expected is ANY:
+        return
+    if expected is NO_STREAM:
+        ok = current == 0
+    elif expected is STREAM_EXISTS:
+        ok = current > 0
+    else:
+        ok = current == expected
+    if not ok:
+        raise WrongExpectedVersion(stream_id, expected, current or None)
+
+
+def idempotent_result(
+    append: PreparedAppend, stored: Mapping[UUID, StoredId]
+) -> AppendResult | None:
+    """Decide what an append whose event ids may already be stored does.
+
+    Returns ``None`` when none of its ids is stored (write it), the result of the
+    earlier append when all are stored in its stream (a retry: write nothing),
+    and raises ``DuplicateEventId`` for anything in between.
+    """
+    if not stored:
+        return None
+    ids = [event.event_id for event in append.events]
+    if len(stored) == len(ids) and all(s.stream_id == append.stream_id for s in stored.values()):
+        last = max(stored.values(), key=lambda s: s.stream_version)
+        return AppendResult(
+            stream_id=append.stream_id,
+            stream_version=last.stream_version,
+            global_position=last.global_position,
+        )
+    raise DuplicateEventId(append.stream_id, [i for i in ids if i in stored])
+
+
+def _validate_expected(expected: object) -> ExpectedVersion:
+    if isinstance(expected, StreamState):
+        return expected
+    if isinstance(expected, bool) or not isinstance(expected, int) or expected < 0:
+        raise StoreConfigurationError(
+            f"expected_version must be ANY, NO_STREAM, STREAM_EXISTS or an int >= 0, "
+            f"got {expected!r}"
+        )
+    return expected
+
+
+class EventStoreBase(abc.ABC):
+    """The public event store API, over a backend's primitives.
+
+    Args:
+        registry: The event classes and upcasters to read and write with.
+        serializer: How event data and metadata become bytes; JSON by default.
+        max_event_size: Largest encoded event (data plus metadata) an append
+            accepts, in bytes; larger ones raise ``EventTooLarge`` before
+            anything is written.
+        poll_interval: Seconds between polls of a subscription that waits for
+            events written by other processes.
+    """
+
+    backend: ClassVar[str]
+    """The backend's name in telemetry and errors, such as ``"postgresql"``."""
+
+    def __init__(
+        self,
+        registry: EventRegistry,
+        *,
+        serializer: Serializer | None = None,
+        max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
+        poll_interval: float = 0.5,
+    ) -> None:
+        if max_event_size < 1:
+            raise StoreConfigurationError(f"max_event_size must be >= 1, got {max_event_size}")
+        if poll_interval <= 0:
+            raise StoreConfigurationError(f"poll_interval must be > 0, got {poll_interval}")
+        self.registry = registry
+        self.serializer: Serializer = serializer or JsonSerializer(registry)
+        self.max_event_size = max_event_size
+        self.poll_interval = poll_interval
+        self._notifier = Notifier()
+        self._telemetry = _telemetry.StoreTelemetry(self.backend)
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Release the store's connections and wake its subscriptions so they end."""
+        self._notifier.close()
+
+    # -- writing ---------------------------------------------------------------
+
+    async def append(
+        self,
+        stream_id: str,
+        events: Sequence[Event | NewEvent],
+        *,
+        expected_version: ExpectedVersion = ANY,
+    ) -> AppendResult:
+        """Append ``events`` to one stream if it is at ``expected_version``.
+
+        Raises:
+            WrongExpectedVersion: the stream is elsewhere; nothing was written.
+            DuplicateEventId: some of the event ids are already stored.
+            StreamDeleted: the stream was deleted.
+            InvalidStreamId, EventTooLarge, UnregisteredEvent: bad input.
+            StoreUnavailable: the database cannot be reached.
+        """
+        prepared = self._prepare(stream_id, events, expected_version)
+        with self._telemetry.append(stream_id, len(prepared.events)):
+            (result,) = await self._write([prepared])
+        self._notifier.notify()
+        return result
+
+    async def append_streams(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
+        """Append to several streams atomically: every stream's events, or none.
+
+        Each stream's expected version is checked; a stream may appear once.
+        """
+        prepared = [self._prepare(a.stream_id, a.events, a.expected_version) for a in appends]
+        seen = [p.stream_id for p in prepared]
+        if len(set(seen)) != len(seen):
+            raise StoreConfigurationError(
+                "append_streams got the same stream twice; merge its events into one StreamAppend"
+            )
+        if not prepared:
+            return []
+        with self._telemetry.append(
+            ",".join(seen[:3]), sum(len(p.events) for p in prepared), streams=len(prepared)
+        ):
+            results = await self._write(prepared)
+        self._notifier.notify()
+        return results
+
+    def _prepare(
+        self, stream_id: str, events: Sequence[Event | NewEvent], expected: ExpectedVersion
+    ) -> PreparedAppend:
+        validate_stream_id(stream_id)
+        expected = _validate_expected(expected)
+        if not events:
+            raise StoreConfigurationError(f"an append to {stream_id!r} needs at least one event")
+        serializer = self.serializer
+        limit = self.max_event_size
+        prepared: list[PreparedEvent] = []
+        ids: set[UUID] = set()
+        for item in events:
+            new = item if isinstance(item, NewEvent) else NewEvent(data=item)
+            data = serializer.encode(new.data)
+            cls = type(new.data)
+            metadata = (
+                b"" if new.metadata == _EMPTY_METADATA else serializer.encode_metadata(new.metadata)
+            )
+            if len(data) + len(metadata) > limit:
+                raise EventTooLarge(stream_id, cls.event_type, len(data) + len(metadata), limit)
+            if new.event_id in ids:
+                raise DuplicateEventId(stream_id, [new.event_id])
+            ids.add(new.event_id)
+            prepared.append(
+                PreparedEvent(new.event_id, cls.event_type, cls.event_version, data, metadata)
+            )
+        return PreparedAppend(stream_id, expected, prepared)
+
+    # -- reading ---------------------------------------------------------------
+
+    async def read_stream(
+        self,
+        stream_id: str,
+        *,
+        from_version: int | None = None,
+        direction: Direction = Direction.FORWARDS,
+        limit: int | None = None,
+    ) -> list[RecordedEvent[Event]]:
+        """Return a stream's events from ``from_version`` (inclusive) in ``direction``.
+
+        ``from_version`` defaults to the first event going forwards and the last
+        going backwards. A stream without events reads as an empty list.
+
+        Raises:
+            StreamDeleted: the stream was deleted.
+        """
+        validate_stream_id(stream_id)
+        if limit is not None and limit < 0:
+            raise StoreConfigurationError(f"limit must be >= 0, got {limit}")
+        if limit == 0:
+            return []
+        with self._telemetry.read("read_stream", stream_id):
+            rows = await self._read_stream(
+                stream_id, from_version, direction is Direction.BACKWARDS, limit
+            )
+        return [self._decode(row) for row in rows]
+
+    async def read_all(
+        self,
+        *,
+        after: int = 0,
+        event_types: Collection[str] | None = None,
+        stream_prefix: str | None = None,
+        batch_size: int = 1000,
+    ) -> AsyncIterator[RecordedEvent[Event]]:
+        """Iterate the global log after position ``after`` up to its current end.
+
+        Fetches ``batch_size`` events at a time. ``event_types`` keeps only those
+        type names; ``stream_prefix`` keeps streams whose id starts with it
+        (a category such as ``"account-"``).
+        """
+        if batch_size < 1:
+            raise StoreConfigurationError(f"batch_size must be >= 1, got {batch_size}")
+        types = tuple(sorted(set(event_types))) if event_types is not None else None
+        position = after
+        while True:
+            with self._telemetry.read("read_all", None):
+                rows, scanned_to = await self._read_all(position, batch_size, types, stream_prefix)
+            for row in rows:
+                yield self._decode(row)
+            if scanned_to is None:
+                return
+            position = scanned_to
+
+    def subscribe(self, *, after: int = 0, batch_size: int = 500) -> PollingSubscription:
+        """Follow the global log after ``after``: catch up, then yield events as they commit.
+
+        Use it as ``async with store.subscribe(after=checkpoint) as events:`` and
+        ``async for event in events``; leaving the block stops it.
+        """
+        return PollingSubscription(self, after=after, batch_size=batch_size)
+
+    async def stream_version(self, stream_id: str) -> int | None:
+        """Return the version of a stream's last event, or ``None`` if it has none."""
+        validate_stream_id(stream_id)
+        version = await self._stream_version(stream_id)
+        return version or None
+
+    def _decode(self, row: Row) -> RecordedEvent[Event]:
+        serializer = self.serializer
+        try:
+            data = serializer.decode(row.event_type, row.event_version, row.data)
+            metadata = serializer.decode_metadata(row.metadata) if row.metadata else _EMPTY_METADATA
+        except EventDecodeError as exc:
+            raise EventDecodeError(
+                exc.event_type,
+                exc.version,
+                exc.reason,
+                field=exc.field,
+                position=row.global_position,
+            ) from exc
+        cls = type(data)
+        return RecordedEvent(
+            event_id=row.event_id,
+            stream_id=row.stream_id,
+            stream_version=row.stream_version,
+            global_position=row.global_position,
+            recorded_at=row.recorded_at,
+            event_type=cls.event_type,
+            event_version=cls.event_version,
+            data=data,
+            metadata=metadata,
+        )
+
+    # -- deletion and metadata -------------------------------------------------
+
+    async def delete_stream(
+        self, stream_id: str, *, hard: bool = False, expected_version: ExpectedVersion = ANY
+    ) -> None:
+        """Delete a stream.
+
+        Soft deletion keeps the events in the global log but refuses reads and
+        appends of the stream. Hard deletion erases its events, snapshots and
+        metadata for good (for erasure requests); only a tombstone remains so the
+        id is not reused.
+
+        Raises:
+            WrongExpectedVersion: the stream is not at ``expected_version``.
+        """
+        validate_stream_id(stream_id)
+        await self._delete_stream(stream_id, hard, _validate_expected(expected_version))
+
+    async def get_stream_metadata(self, stream_id: str) -> dict[str, Any]:
+        """Return a stream's metadata, empty if none was set."""
+        validate_stream_id(stream_id)
+        raw = await self._get_stream_metadata(stream_id)
+        return dict(msgspec.json.decode(raw)) if raw else {}
+
+    async def set_stream_metadata(self, stream_id: str, metadata: Mapping[str, Any]) -> None:
+        """Replace a stream's metadata with a JSON-serializable mapping."""
+        validate_stream_id(stream_id)
+        try:
+            raw = msgspec.json.encode(dict(metadata))
+        except TypeError as exc:
+            raise StoreConfigurationError(
+                f"stream metadata must be JSON-serializable: {exc}"
+            ) from exc
+        await self._set_stream_metadata(stream_id, raw)
+
+    # -- snapshots -------------------------------------------------------------
+
+    async def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Store a snapshot, replacing one of the same stream and version."""
+        validate_stream_id(snapshot.stream_id)
+        if snapshot.stream_version < 1:
+            raise StoreConfigurationError("a snapshot's stream_version must be >= 1")
+        cls = type(snapshot.state)
+        data = self.serializer.encode(snapshot.state)
+        await self._save_snapshot(
+            snapshot.stream_id, snapshot.stream_version, cls.event_type, cls.event_version, data
+        )
+
+    async def load_snapshot(
+        self, stream_id: str, *, at_or_below: int | None = None
+    ) -> Snapshot | None:
+        """Return the stream's latest snapshot at or below a version, if any.
+
+        A snapshot whose type is no longer registered is skipped, as if absent:
+        the caller replays events instead.
+        """
+        validate_stream_id(stream_id)
+        found = await self._load_snapshot(stream_id, at_or_below)
+        if found is None:
+            return None
+        version, event_type, event_version, data = found
+        try:
+            state = self.serializer.decode(event_type, event_version, data)
+        except UnknownEventType:
+            return None
+        return Snapshot(stream_id=stream_id, stream_version=version, state=state)
+
+    # -- checkpoints -----------------------------------------------------------
+
+    async def load_checkpoint(self, consumer: str) -> int | None:
+        """Return the consumer's last processed global position, or ``None``."""
+        validate_stream_id(consumer)
+        return await self._load_checkpoint(consumer)
+
+    async def save_checkpoint(self, consumer: str, position: int) -> None:
+        """Record that ``consumer`` processed the global log up to ``position``."""
+        validate_stream_id(consumer)
+        if position < 0:
+            raise StoreConfigurationError(f"a checkpoint is >= 0, got {position}")
+        await self._save_checkpoint(consumer, position)
+
+    # -- primitives a backend implements ---------------------------------------
+
+    @abc.abstractmethod
+    async def _write(self, appends: list[PreparedAppend]) -> list[AppendResult]:
+        """Write every append atomically, checking versions and idempotency."""
+
+    @abc.abstractmethod
+    async def _read_stream(
+        self, stream_id: str, from_version: int | None, backwards: bool, limit: int | None
+    ) -> list[Row]:
+        """Return rows of one stream; raise ``StreamDeleted`` for a deleted one."""
+
+    @abc.abstractmethod
+    async def _read_all(
+        self,
+        after: int,
+        limit: int,
+        event_types: tuple[str, ...] | None,
+        stream_prefix: str | None,
+    ) -> tuple[list[Row], int | None]:
+        """Return up to ``limit`` matching rows after ``after`` in global order.
+
+        Also return the position to continue from, or ``None`` when the scan
+        reached the end of what is safe to read. Filtering may return fewer
+        rows than ``limit`` before the end.
+        """
+
+    @abc.abstractmethod
+    async def _stream_version(self, stream_id: str) -> int:
+        """Return the version of the stream's last event, 0 if none."""
+
+    @abc.abstractmethod
+    async def _delete_stream(self, stream_id: str, hard: bool, expected: ExpectedVersion) -> None:
+        """Delete the stream, checking ``expected`` first."""
+
+    @abc.abstractmethod
+    async def _get_stream_metadata(self, stream_id: str) -> bytes | None:
+        """Return the stream's metadata as JSON bytes, if set."""
+
+    @abc.abstractmethod
+    async def _set_stream_metadata(self, stream_id: str, metadata: bytes) -> None:
+        """Replace the stream's metadata."""
+
+    @abc.abstractmethod
+    async def _save_snapshot(
+        self, stream_id: str, version: int, event_type: str, event_version: int, data: bytes
+    ) -> None:
+        """Store (or replace) a snapshot."""
+
+    @abc.abstractmethod
+    async def _load_snapshot(
+        self, stream_id: str, at_or_below: int | None
+    ) -> tuple[int, str, int, bytes] | None:
+        """Return ``(version, type, type version, data)`` of the latest fitting snapshot."""
+
+    @abc.abstractmethod
+    async def _load_checkpoint(self, consumer: str) -> int | None:
+        """Return a consumer's checkpoint."""
+
+    @abc.abstractmethod
+    async def _save_checkpoint(self, consumer: str, position: int) -> None:
+        """Store a consumer's checkpoint."""
+
+    async def _wait_for_events(self, max_wait: float) -> None:
+        """Return when new events may have been written, or after ``max_wait`` seconds.
+
+        The default hears appends made through this store object; backends that
+        can hear other processes (LISTEN/NOTIFY) override it.
+        """
+        await self._notifier.wait(max_wait)

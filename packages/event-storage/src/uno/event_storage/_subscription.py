@@ -1,0 +1,102 @@
+"""Subscriptions: catch up on the global log, then follow it as events commit."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import TYPE_CHECKING, Self
+
+import anyio
+
+from uno.events import Event, RecordedEvent
+
+if TYPE_CHECKING:
+    from uno.event_storage._core import EventStoreBase
+
+__all__ = ["Notifier", "PollingSubscription"]
+
+
+class Notifier:
+    """Wakes every waiter when new events may exist; each wait has a timeout."""
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+        self.closed = False
+
+    def notify(self) -> None:
+        """Wake the current waiters; later waiters wait for the next notification."""
+        event, self._event = self._event, anyio.Event()
+        event.set()
+
+    async def wait(self, max_wait: float) -> None:
+        """Return at the next notification, or after ``max_wait`` seconds."""
+        if self.closed:
+            return
+        with anyio.move_on_after(max_wait):
+            await self._event.wait()
+
+    def close(self) -> None:
+        """Wake every waiter for good."""
+        self.closed = True
+        self._event.set()
+
+
+class PollingSubscription:
+    """Reads the global log in batches after a position, then waits for more.
+
+    It never skips an event: each batch continues exactly where the store said
+    the previous one ended, and the store only reports what is safe to read
+    (on PostgreSQL, nothing a still-open transaction may yet add before).
+    """
+
+    def __init__(self, store: EventStoreBase, *, after: int, batch_size: int) -> None:
+        self._store = store
+        self._after = after
+        self._batch_size = batch_size
+        self._closed = False
+        self._iterating = False
+
+    @property
+    def position(self) -> int:
+        """The global position of the last event yielded (or the starting point)."""
+        return self._after
+
+    def __aiter__(self) -> AsyncIterator[RecordedEvent[Event]]:
+        if self._iterating:
+            raise RuntimeError("a subscription can be iterated once; subscribe again instead")
+        self._iterating = True
+        return self._follow()
+
+    async def _follow(self) -> AsyncIterator[RecordedEvent[Event]]:
+        store = self._store
+        while not self._stopping():
+            rows, scanned_to = await store._read_all(self._after, self._batch_size, None, None)
+            for row in rows:
+                if self._stopping():  # closed while the consumer handled an event
+                    return
+                event = store._decode(row)
+                self._after = event.global_position
+                yield event
+            if scanned_to is not None:
+                self._after = max(self._after, scanned_to)
+                continue
+            await store._wait_for_events(store.poll_interval)
+
+    def _stopping(self) -> bool:
+        return self._closed or self._store._notifier.closed
+
+    async def aclose(self) -> None:
+        """Stop following the log; the iteration ends at its next step."""
+        self._closed = True
+        self._store._notifier.notify()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

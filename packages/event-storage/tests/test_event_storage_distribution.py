@@ -1,7 +1,0 @@
-"""uno.event_storage installs on its own as a typed member of the uno namespace."""
-
-from importlib import resources
-
-
-def test_ships_py_typed_inside_the_uno_namespace() -> None:
-    assert resources.files("uno.event_storage").joinpath("py.typed").is_file()
