@@ -224,7 +224,7 @@ class EventStoreBase(abc.ABC):
         prepared = self._prepare(stream_id, events, expected_version)
         with self._telemetry.append(stream_id, len(prepared.events)):
             (result,) = await self._write([prepared])
-        self._notifier.notify()
+        self._committed()
         return result
 
     async def append_streams(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
@@ -244,7 +244,7 @@ class EventStoreBase(abc.ABC):
             ",".join(seen[:3]), sum(len(p.events) for p in prepared), streams=len(prepared)
         ):
             results = await self._write(prepared)
-        self._notifier.notify()
+        self._committed()
         return results
 
     def _prepare(
@@ -514,6 +514,10 @@ class EventStoreBase(abc.ABC):
     @abc.abstractmethod
     async def _save_checkpoint(self, consumer: str, position: int) -> None:
         """Store a consumer's checkpoint."""
+
+    def _committed(self) -> None:
+        """Tell subscriptions that events were committed (a backend may tell other processes)."""
+        self._notifier.notify()
 
     async def _wait_for_events(self, max_wait: float) -> None:
         """Return when new events may have been written, or after ``max_wait`` seconds.

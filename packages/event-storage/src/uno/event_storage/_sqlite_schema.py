@@ -1,0 +1,529 @@
+"""The SQLite event store's tables, their migrations, and the SQL that reads and writes them.
+
+Every function here takes an open ``sqlite3.Connection`` and runs on the thread
+that owns it; ``uno.event_storage.sqlite`` decides which connection and
+which transaction. Tables (with the default prefix ``uno_``)::
+
+    uno_schema_migrations  version PK, applied_at           one row per applied step
+    uno_events             position INTEGER PK                the global log
+                           stream_id, stream_version         UNIQUE together
+                           event_id BLOB(16) UNIQUE, event_type, event_version,
+                           data BLOB, metadata BLOB, recorded_at (µs since the epoch, UTC)
+    uno_streams            stream_id PK, deleted ('soft' | 'hard' | NULL), metadata (JSON)
+    uno_snapshots          (stream_id, version) PK, event_type, event_version, data
+    uno_checkpoints        consumer PK, position
+    uno_high_water         one row: the last position assigned before events were erased
+
+An append numbers its events itself, after the larger of the last stored
+position and the high-water mark, inside its write transaction. So positions
+follow commit order and are never reused, even after the newest events are
+hard-deleted, without ``AUTOINCREMENT``'s bookkeeping on every row.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
+from uuid import UUID
+
+from uno.event_storage._core import (
+    PreparedAppend,
+    Row,
+    StoredId,
+    check_expected_version,
+    idempotent_result,
+)
+from uno.event_storage.exceptions import SchemaError, StoreConfigurationError, StreamDeleted
+from uno.events import AppendResult, ExpectedVersion
+from uno.events.exceptions import WrongExpectedVersion
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Migration", "SQLiteSchema"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,30}")
+_LAST_VERSION = 2**62  # reads backwards from the end of any stream
+_COLUMNS = (
+    "event_id, stream_id, stream_version, position, recorded_at, "
+    "event_type, event_version, data, metadata"
+)
+
+
+class Migration(NamedTuple):
+    """One schema step: its version and its statements, with ``{p}`` for the table prefix."""
+
+    version: int
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        (
+            """CREATE TABLE {p}events (
+                position INTEGER PRIMARY KEY,
+                stream_id TEXT NOT NULL,
+                stream_version INTEGER NOT NULL,
+                event_id BLOB NOT NULL UNIQUE,
+                event_type TEXT NOT NULL,
+                event_version INTEGER NOT NULL,
+                data BLOB NOT NULL,
+                metadata BLOB NOT NULL,
+                recorded_at INTEGER NOT NULL,
+                UNIQUE (stream_id, stream_version)
+            )""",
+            """CREATE TABLE {p}streams (
+                stream_id TEXT PRIMARY KEY,
+                deleted TEXT CHECK (deleted IN ('soft', 'hard')),
+                metadata BLOB
+            ) WITHOUT ROWID""",
+            """CREATE TABLE {p}snapshots (
+                stream_id TEXT NOT NULL,
+                version INTEGER NOT NULL,
+                event_type TEXT NOT NULL,
+                event_version INTEGER NOT NULL,
+                data BLOB NOT NULL,
+                PRIMARY KEY (stream_id, version)
+            ) WITHOUT ROWID""",
+            """CREATE TABLE {p}checkpoints (
+                consumer TEXT PRIMARY KEY,
+                position INTEGER NOT NULL
+            ) WITHOUT ROWID""",
+            """CREATE TABLE {p}high_water (
+                id INTEGER PRIMARY KEY CHECK (id = 1),
+                position INTEGER NOT NULL
+            )""",
+        ),
+    ),
+)
+"""Every schema step, oldest first. Append new steps; never edit a released one."""
+
+SCHEMA_VERSION = MIGRATIONS[-1].version
+
+
+# Statement templates: {p} is the table prefix, {columns} the columns of a Row.
+_INSERT = (
+    "INSERT INTO {p}events (position, stream_id, stream_version, event_id, event_type, "
+    "event_version, data, metadata, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_LAST_ASSIGNED = (
+    "SELECT max(coalesce((SELECT max(position) FROM {p}events), 0), "
+    "coalesce((SELECT position FROM {p}high_water WHERE id = 1), 0))"
+)
+_STATE = (
+    "SELECT (SELECT max(stream_version) FROM {p}events WHERE stream_id = ?1), "
+    "(SELECT deleted FROM {p}streams WHERE stream_id = ?1)"
+)
+_DELETED = "SELECT deleted FROM {p}streams WHERE stream_id = ?"
+_FORWARDS = (
+    "SELECT {columns} FROM {p}events WHERE stream_id = ? AND stream_version >= ? "
+    "ORDER BY stream_version LIMIT ?"
+)
+_BACKWARDS = (
+    "SELECT {columns} FROM {p}events WHERE stream_id = ? AND stream_version <= ? "
+    "ORDER BY stream_version DESC LIMIT ?"
+)
+_LOG = "SELECT {columns} FROM {p}events WHERE position > ? ORDER BY position LIMIT ?"
+_LAST_POSITION = "SELECT max(position) FROM {p}events"
+_WINDOW = "SELECT {columns} FROM {p}events WHERE position > ? AND position <= ?"
+_SOFT_DELETE = (
+    "INSERT INTO {p}streams (stream_id, deleted) VALUES (?, 'soft') "
+    "ON CONFLICT (stream_id) DO UPDATE SET deleted = 'soft'"
+)
+_RAISE_HIGH_WATER = (
+    # WHERE true: SQLite needs it to parse an upsert whose rows come from a SELECT.
+    "INSERT INTO {p}high_water (id, position) SELECT 1, coalesce(max(position), 0) "
+    "FROM {p}events WHERE true "
+    "ON CONFLICT (id) DO UPDATE SET position = max(position, excluded.position)"
+)
+_HARD_DELETE = (
+    "DELETE FROM {p}events WHERE stream_id = ?1",
+    "DELETE FROM {p}snapshots WHERE stream_id = ?1",
+    "INSERT INTO {p}streams (stream_id, deleted) VALUES (?1, 'hard') "
+    "ON CONFLICT (stream_id) DO UPDATE SET deleted = 'hard', metadata = NULL",
+)
+_GET_METADATA = "SELECT metadata FROM {p}streams WHERE stream_id = ?"
+_SET_METADATA = (
+    "INSERT INTO {p}streams (stream_id, metadata) VALUES (?, ?) "
+    "ON CONFLICT (stream_id) DO UPDATE SET metadata = excluded.metadata"
+)
+_SAVE_SNAPSHOT = (
+    "INSERT OR REPLACE INTO {p}snapshots (stream_id, version, event_type, event_version, data) "
+    "VALUES (?, ?, ?, ?, ?)"
+)
+_LOAD_SNAPSHOT = (
+    "SELECT version, event_type, event_version, data FROM {p}snapshots "
+    "WHERE stream_id = ? AND version <= ? ORDER BY version DESC LIMIT 1"
+)
+_LOAD_CHECKPOINT = "SELECT position FROM {p}checkpoints WHERE consumer = ?"
+_SAVE_CHECKPOINT = (
+    "INSERT INTO {p}checkpoints (consumer, position) VALUES (?, ?) "
+    "ON CONFLICT (consumer) DO UPDATE SET position = excluded.position"
+)
+_STORED_IDS = (
+    "SELECT event_id, stream_id, stream_version, position FROM {p}events WHERE event_id IN "
+)
+_VERSION = "SELECT coalesce(max(version), 0) FROM {p}schema_migrations"
+_CREATE_MIGRATIONS = (
+    "CREATE TABLE IF NOT EXISTS {p}schema_migrations "
+    "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+)
+_RECORD_MIGRATION = "INSERT INTO {p}schema_migrations (version, applied_at) VALUES (?, ?)"
+
+
+class _Recheck(Exception):
+    """An optimistic append met stored ids or another version: redo it with every check."""
+
+
+class SQLiteSchema:
+    """The tables of one prefix and the statements that use them.
+
+    Args:
+        prefix: Prepended to every table name; letters, digits and ``_`` only,
+            because it is written into the SQL.
+    """
+
+    def __init__(self, prefix: str) -> None:
+        if prefix and not _PREFIX.fullmatch(prefix):
+            raise StoreConfigurationError(
+                f"table_prefix must be up to 31 letters, digits or '_' and not start with a "
+                f"digit, got {prefix!r}"
+            )
+        self.prefix = prefix
+        self.migrations_table = f"{prefix}schema_migrations"
+
+        def statement(template: str) -> str:
+            return template.format(p=prefix, columns=_COLUMNS)
+
+        self._insert = statement(_INSERT)
+        self._last_assigned = statement(_LAST_ASSIGNED)
+        self._state = statement(_STATE)
+        self._deleted = statement(_DELETED)
+        self._forwards = statement(_FORWARDS)
+        self._backwards = statement(_BACKWARDS)
+        self._log = statement(_LOG)
+        self._last_position = statement(_LAST_POSITION)
+        self._window = statement(_WINDOW)
+        self._soft_delete = statement(_SOFT_DELETE)
+        self._raise_high_water = statement(_RAISE_HIGH_WATER)
+        self._hard_delete = tuple(statement(t) for t in _HARD_DELETE)
+        self._get_metadata = statement(_GET_METADATA)
+        self._set_metadata = statement(_SET_METADATA)
+        self._save_snapshot = statement(_SAVE_SNAPSHOT)
+        self._load_snapshot = statement(_LOAD_SNAPSHOT)
+        self._load_checkpoint = statement(_LOAD_CHECKPOINT)
+        self._save_checkpoint = statement(_SAVE_CHECKPOINT)
+        self._stored_ids = statement(_STORED_IDS)
+        self._version = statement(_VERSION)
+        self._create_migrations = statement(_CREATE_MIGRATIONS)
+        self._record_migration = statement(_RECORD_MIGRATION)
+
+    # -- migrations ------------------------------------------------------------
+
+    def version(self, connection: sqlite3.Connection) -> int:
+        """Return the schema version stored in the database, 0 for none."""
+        exists = connection.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+            (self.migrations_table,),
+        ).fetchone()
+        if exists is None:
+            return 0
+        (version,) = connection.execute(self._version).fetchone()
+        return int(version)
+
+    def check_version(self, have: int) -> None:
+        """Raise ``SchemaError`` if the database is newer than this code."""
+        if have > SCHEMA_VERSION:
+            raise SchemaError(
+                f"The event store schema is at version {have}, newer than the {SCHEMA_VERSION} "
+                "this uno knows: a newer uno migrated it. Upgrade uno-event-storage."
+            )
+
+    def migrate(self, connection: sqlite3.Connection, now: datetime) -> None:
+        """Apply the missing steps; call it inside a write transaction (``BEGIN IMMEDIATE``).
+
+        Reading the version inside that transaction makes concurrent migrations
+        safe: the second one finds the steps applied and does nothing.
+        """
+        connection.execute(self._create_migrations)
+        have = self.version(connection)
+        self.check_version(have)
+        for step in MIGRATIONS:
+            if step.version <= have:
+                continue
+            for statement in step.statements:
+                connection.execute(statement.format(p=self.prefix))
+            connection.execute(self._record_migration, (step.version, now.isoformat()))
+
+    # -- appending -------------------------------------------------------------
+
+    def append(
+        self, connection: sqlite3.Connection, appends: list[PreparedAppend], now: datetime
+    ) -> list[AppendResult]:
+        """Write every append, or raise and leave the connection's transaction as it was.
+
+        Optimistic first: insert without looking up the event ids (the unique
+        index refuses stored ones). When that fails on an id or a version, roll
+        back to a savepoint and redo the appends looking up ids first, which
+        tells a retry (return its earlier result) from a conflict.
+        """
+        recorded_at = (now - _EPOCH) // timedelta(microseconds=1)
+        connection.execute("SAVEPOINT uno_append")
+        try:
+            try:
+                results = self._append_all(connection, appends, recorded_at, look_up_ids=False)
+            except _Recheck:
+                connection.execute("ROLLBACK TO uno_append")
+                results = self._append_all(connection, appends, recorded_at, look_up_ids=True)
+        except BaseException:
+            if connection.in_transaction:  # SQLite may have rolled back everything itself
+                connection.execute("ROLLBACK TO uno_append")
+                connection.execute("RELEASE uno_append")
+            raise
+        connection.execute("RELEASE uno_append")
+        return results
+
+    def _append_all(
+        self,
+        connection: sqlite3.Connection,
+        appends: list[PreparedAppend],
+        recorded_at: int,
+        *,
+        look_up_ids: bool,
+    ) -> list[AppendResult]:
+        (position,) = connection.execute(self._last_assigned).fetchone()
+        results = []
+        for append in appends:
+            result = self._append_one(connection, append, recorded_at, position, look_up_ids)
+            position = max(position, result.global_position)  # a retry assigns nothing
+            results.append(result)
+        return results
+
+    def _append_one(
+        self,
+        connection: sqlite3.Connection,
+        append: PreparedAppend,
+        recorded_at: int,
+        last_position: int,
+        look_up_ids: bool,
+    ) -> AppendResult:
+        stream_id = append.stream_id
+        current, deleted = connection.execute(self._state, (stream_id,)).fetchone()
+        if deleted is not None:
+            raise StreamDeleted(stream_id, hard=deleted == "hard")
+        current = current or 0
+        if look_up_ids:
+            done = idempotent_result(append, self._stored(connection, append))
+            if done is not None:
+                return done
+        try:
+            check_expected_version(stream_id, append.expected_version, current)
+        except WrongExpectedVersion:
+            if look_up_ids:
+                raise
+            raise _Recheck from None  # a retry of a stored append is not a conflict
+        rows = [
+            (
+                last_position + offset,
+                stream_id,
+                current + offset,
+                event.event_id.bytes,
+                event.event_type,
+                event.event_version,
+                event.data,
+                event.metadata,
+                recorded_at,
+            )
+            for offset, event in enumerate(append.events, start=1)
+        ]
+        try:
+            connection.executemany(self._insert, rows)
+        except sqlite3.IntegrityError:
+            if look_up_ids:
+                raise
+            raise _Recheck from None
+        return AppendResult(
+            stream_id=stream_id,
+            stream_version=current + len(rows),
+            global_position=last_position + len(rows),
+        )
+
+    def _stored(
+        self, connection: sqlite3.Connection, append: PreparedAppend
+    ) -> dict[UUID, StoredId]:
+        ids = [event.event_id.bytes for event in append.events]
+        found: dict[UUID, StoredId] = {}
+        for start in range(0, len(ids), 500):  # stay under SQLite's bound-parameter limit
+            chunk = ids[start : start + 500]
+            query = f"{self._stored_ids}({', '.join('?' * len(chunk))})"
+            for event_id, stream_id, version, position in connection.execute(query, chunk):
+                found[UUID(bytes=event_id)] = StoredId(stream_id, version, position)
+        return found
+
+    # -- reading ---------------------------------------------------------------
+
+    def read_stream(
+        self,
+        connection: sqlite3.Connection,
+        stream_id: str,
+        from_version: int | None,
+        backwards: bool,
+        limit: int | None,
+    ) -> list[Row]:
+        """Return a stream's rows; raise ``StreamDeleted`` for a deleted stream."""
+        if backwards:
+            start = _LAST_VERSION if from_version is None else from_version
+            query = self._backwards
+        else:
+            start = 1 if from_version is None else from_version
+            query = self._forwards
+        rows = _rows(connection.execute(query, (stream_id, start, -1 if limit is None else limit)))
+        # Checked after reading: deletion is final, so a tombstone seen now also
+        # covers events read a moment ago.
+        self._refuse_deleted(connection, stream_id)
+        return rows
+
+    def _refuse_deleted(self, connection: sqlite3.Connection, stream_id: str) -> None:
+        found = connection.execute(self._deleted, (stream_id,)).fetchone()
+        if found is not None and found[0] is not None:
+            raise StreamDeleted(stream_id, hard=found[0] == "hard")
+
+    def read_all(
+        self,
+        connection: sqlite3.Connection,
+        after: int,
+        limit: int,
+        *,
+        event_types: tuple[str, ...] | None,
+        stream_prefix: str | None,
+        scan_window: int,
+    ) -> tuple[list[Row], int | None]:
+        """Return up to ``limit`` matching rows after ``after``, and where to continue.
+
+        Unfiltered reads continue after the last row of a full batch. Filtered
+        reads look at no more than ``scan_window`` positions per call, so one
+        call stays short however rare the matches; they continue after the
+        window when it was not the end of the log. Everything committed is safe
+        to read: one writer at a time assigns positions in commit order.
+        """
+        if event_types is None and stream_prefix is None:
+            rows = _rows(connection.execute(self._log, (after, limit)))
+            return rows, rows[-1].global_position if len(rows) == limit else None
+        (last,) = connection.execute(self._last_position).fetchone()
+        if last is None or last <= after:
+            return [], None
+        upto = min(last, after + scan_window)
+        query = [self._window]
+        parameters: list[object] = [after, upto]
+        if stream_prefix is not None:
+            # substr, not LIKE: the prefix is literal, '%' and '_' included.
+            query.append("AND substr(stream_id, 1, ?) = ?")
+            parameters += [len(stream_prefix), stream_prefix]
+        if event_types is not None:
+            query.append(f"AND event_type IN ({', '.join('?' * len(event_types))})")
+            parameters += event_types
+        query.append("ORDER BY position LIMIT ?")
+        rows = _rows(connection.execute(" ".join(query), [*parameters, limit]))
+        if len(rows) == limit:
+            return rows, rows[-1].global_position
+        return rows, upto if upto < last else None
+
+    def stream_version(self, connection: sqlite3.Connection, stream_id: str) -> int:
+        """Return the version of the stream's last event, 0 if none or deleted."""
+        current, deleted = connection.execute(self._state, (stream_id,)).fetchone()
+        return 0 if deleted is not None else int(current or 0)
+
+    # -- deletion, metadata, snapshots, checkpoints ----------------------------
+
+    def delete_stream(
+        self, connection: sqlite3.Connection, stream_id: str, hard: bool, expected: ExpectedVersion
+    ) -> None:
+        """Soft- or hard-delete a stream after checking ``expected``; erasing twice is a no-op."""
+        current, deleted = connection.execute(self._state, (stream_id,)).fetchone()
+        if deleted == "hard":
+            return
+        check_expected_version(stream_id, expected, current or 0)
+        if not hard:
+            connection.execute(self._soft_delete, (stream_id,))
+            return
+        connection.execute(self._raise_high_water)
+        for statement in self._hard_delete:
+            connection.execute(statement, (stream_id,))
+
+    def get_stream_metadata(self, connection: sqlite3.Connection, stream_id: str) -> bytes | None:
+        """Return the stream's metadata JSON, if set."""
+        found = connection.execute(self._get_metadata, (stream_id,)).fetchone()
+        return None if found is None else found[0]
+
+    def set_stream_metadata(
+        self, connection: sqlite3.Connection, stream_id: str, metadata: bytes
+    ) -> None:
+        """Replace the stream's metadata; refuse an erased stream."""
+        found = connection.execute(self._deleted, (stream_id,)).fetchone()
+        if found is not None and found[0] == "hard":
+            raise StreamDeleted(stream_id, hard=True)
+        connection.execute(self._set_metadata, (stream_id, metadata))
+
+    def save_snapshot(
+        self,
+        connection: sqlite3.Connection,
+        stream_id: str,
+        version: int,
+        *,
+        event_type: str,
+        event_version: int,
+        data: bytes,
+    ) -> None:
+        """Store or replace a snapshot; refuse a deleted stream."""
+        self._refuse_deleted(connection, stream_id)
+        connection.execute(
+            self._save_snapshot, (stream_id, version, event_type, event_version, data)
+        )
+
+    def load_snapshot(
+        self, connection: sqlite3.Connection, stream_id: str, at_or_below: int | None
+    ) -> tuple[int, str, int, bytes] | None:
+        """Return ``(version, type, type version, data)`` of the latest fitting snapshot."""
+        found = connection.execute(
+            self._load_snapshot,
+            (stream_id, _LAST_VERSION if at_or_below is None else at_or_below),
+        ).fetchone()
+        return None if found is None else (found[0], found[1], found[2], found[3])
+
+    def load_checkpoint(self, connection: sqlite3.Connection, consumer: str) -> int | None:
+        """Return the consumer's checkpoint, if saved."""
+        found = connection.execute(self._load_checkpoint, (consumer,)).fetchone()
+        return None if found is None else int(found[0])
+
+    def save_checkpoint(self, connection: sqlite3.Connection, consumer: str, position: int) -> None:
+        """Store the consumer's checkpoint."""
+        connection.execute(self._save_checkpoint, (consumer, position))
+
+
+def _rows(cursor: sqlite3.Cursor) -> list[Row]:
+    epoch, micro = _EPOCH, timedelta(microseconds=1)
+    return [
+        Row(
+            UUID(bytes=event_id),
+            stream_id,
+            stream_version,
+            position,
+            epoch + micro * recorded_at,
+            event_type,
+            event_version,
+            data,
+            metadata,
+        )
+        for (
+            event_id,
+            stream_id,
+            stream_version,
+            position,
+            recorded_at,
+            event_type,
+            event_version,
+            data,
+            metadata,
+        ) in cursor
+    ]

@@ -1,0 +1,665 @@
+"""The PostgreSQL event store (``postgresql://``), on psycopg 3 and psycopg_pool.
+
+Needs the ``[postgres]`` extra. How global order is kept without a table lock
+is explained in ``_postgres_schema``; the guarantees are listed in
+docs/guide/event-store-guarantees.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import logging
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any, ClassVar, Self
+
+import anyio
+import psycopg
+import psycopg_pool
+from psycopg import AsyncConnection, sql
+from psycopg.rows import TupleRow
+
+from uno.event_storage._core import (
+    EventStoreBase,
+    PreparedAppend,
+    Row,
+    check_expected_version,
+)
+from uno.event_storage._postgres_schema import (
+    MIGRATIONS,
+    POSITION_BITS,
+    SQLSTATES,
+    Names,
+    migration_lock_key,
+)
+from uno.event_storage.exceptions import (
+    DuplicateEventId,
+    SchemaNotMigrated,
+    StoreConfigurationError,
+    StoreUnavailable,
+    StreamDeleted,
+    TransactionOrderConflict,
+    WrongExpectedVersion,
+)
+from uno.events import (
+    ANY,
+    NO_STREAM,
+    STREAM_EXISTS,
+    AppendResult,
+    EventRegistry,
+    ExpectedVersion,
+)
+
+__all__ = ["PostgresEventStore"]
+
+logger = logging.getLogger(__name__)
+
+_ROW_COLUMNS = (
+    "event_id, stream_id, stream_version, global_position, recorded_at, "
+    "event_type, event_version, data, metadata"
+)
+_SAFE_END = f"(pg_snapshot_xmin(pg_current_snapshot())::text::bigint << {POSITION_BITS})"
+_UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout, OSError)
+
+
+class PostgresEventStore(EventStoreBase):
+    """An event store in PostgreSQL (12 or newer).
+
+    Open it with ``open_event_store("postgresql://user@host/db", registry=...)``
+    or ``await PostgresEventStore.from_url(...)``. Writers to different streams
+    run in parallel; readers of the global log see events in one order that
+    respects every stream's order, never skip a late commit, and never see a
+    rolled-back event.
+
+    Args:
+        registry: The event classes and upcasters.
+        pool: An open ``psycopg_pool.AsyncConnectionPool`` whose connections use
+            autocommit and the UTC time zone (``from_url`` makes one).
+        schema: The PostgreSQL schema of the store's tables.
+        table_prefix: Prefix of the store's tables, so stores can share a schema.
+        notify: After each commit, wake subscribers in other processes with
+            ``NOTIFY`` (sent outside the writers' transactions, so it does not
+            serialize their commits). Without it they poll.
+        owns_pool: Close the pool when the store closes.
+        **options: ``serializer``, ``max_event_size``, ``poll_interval``.
+    """
+
+    backend: ClassVar[str] = "postgresql"
+
+    def __init__(
+        self,
+        registry: EventRegistry,
+        *,
+        pool: psycopg_pool.AsyncConnectionPool[Any],
+        schema: str = "public",
+        table_prefix: str = "uno_",
+        notify: bool = True,
+        owns_pool: bool = False,
+        **options: Any,
+    ) -> None:
+        super().__init__(registry, **options)
+        self.names = Names.of(schema, table_prefix)
+        self.notify = notify
+        self._pool = pool
+        self._owns_pool = owns_pool
+        self._bound: AsyncConnection[TupleRow] | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._announcer: asyncio.Task[None] | None = None
+        self._announce_again = False
+        self._sql = _Statements(self.names)
+        # LISTEN needs a connection of its own, outside the pool.
+        self._conninfo = pool.conninfo if isinstance(pool.conninfo, str) else ""
+
+    @classmethod
+    async def from_url(
+        cls,
+        url: str,
+        *,
+        registry: EventRegistry,
+        pool_min_size: int = 1,
+        pool_max_size: int = 10,
+        connect_timeout: float = 10.0,
+        auto_migrate: bool = False,
+        **options: Any,
+    ) -> Self:
+        """Open a store with a new connection pool for a ``postgresql://`` URL.
+
+        Args:
+            url: A libpq connection URL (``postgres://`` works too).
+            registry: The event classes and upcasters.
+            pool_min_size: Connections kept open.
+            pool_max_size: Most connections at once (concurrent writers).
+            connect_timeout: Seconds to wait for the first connection.
+            auto_migrate: Create or upgrade the schema on open.
+            **options: Passed to the constructor (schema, table_prefix, notify, ...).
+
+        Raises:
+            StoreUnavailable: the database cannot be reached within ``connect_timeout``.
+            SchemaNotMigrated: the schema is missing or old and ``auto_migrate`` is off.
+        """
+        if pool_min_size < 0 or pool_max_size < max(1, pool_min_size):
+            raise StoreConfigurationError(
+                f"need 0 <= pool_min_size <= pool_max_size and pool_max_size >= 1, got "
+                f"{pool_min_size} and {pool_max_size}"
+            )
+        conninfo = "postgresql://" + url.partition("://")[2]
+        pool: psycopg_pool.AsyncConnectionPool[Any] = psycopg_pool.AsyncConnectionPool(
+            conninfo,
+            min_size=pool_min_size,
+            max_size=pool_max_size,
+            open=False,
+            timeout=connect_timeout,
+            kwargs={"autocommit": True, "prepare_threshold": 0, "options": "-c TimeZone=UTC"},
+            name="uno.event_storage",
+        )
+        try:
+            await pool.open(wait=True, timeout=connect_timeout)
+        except _UNAVAILABLE as exc:
+            await pool.close()
+            raise StoreUnavailable("postgresql", _reason(exc)) from exc
+        store = cls(registry, pool=pool, owns_pool=True, **options)
+        try:
+            if auto_migrate:
+                await store.migrate()
+            else:
+                await store.check_schema()
+        except BaseException:
+            await store.close()
+            raise
+        return store
+
+    async def close(self) -> None:
+        """Stop listening, and close the pool if the store opened it."""
+        await super().close()
+        for task in (self._listener, self._announcer):
+            if task is not None and not task.done():
+                task.cancel()
+                with anyio.CancelScope(shield=True):
+                    await asyncio.gather(task, return_exceptions=True)
+        if self._owns_pool and self._bound is None:
+            await self._pool.close()
+
+    # -- schema ----------------------------------------------------------------
+
+    async def migrate(self) -> None:
+        """Create or upgrade the schema; safe to run from several processes at once."""
+        with self._translated():
+            async with self._pool.connection() as conn, conn.transaction():
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                    [migration_lock_key(self.names)],
+                )
+                await conn.execute(self.names.render("CREATE SCHEMA IF NOT EXISTS {schema}"))
+                await conn.execute(
+                    self.names.render(
+                        "CREATE TABLE IF NOT EXISTS {migrations} (version integer PRIMARY KEY, "
+                        "description text NOT NULL, "
+                        "applied_at timestamptz NOT NULL DEFAULT clock_timestamp())"
+                    )
+                )
+                cursor = await conn.execute(self.names.render("SELECT version FROM {migrations}"))
+                applied = {version for (version,) in await cursor.fetchall()}
+                for version, description, template in MIGRATIONS:
+                    if version in applied:
+                        continue
+                    await conn.execute(self.names.render(template), prepare=False)
+                    await conn.execute(
+                        self.names.render(
+                            "INSERT INTO {migrations} (version, description) VALUES (%s, %s)"
+                        ),
+                        [version, description],
+                    )
+                    logger.info(
+                        "migrated event store schema",
+                        extra={"schema": self.names.schema, "version": version},
+                    )
+
+    async def schema_version(self) -> int:
+        """Return the newest applied migration, 0 when the schema is missing."""
+        with self._translated():
+            async with self._connection() as conn:
+                cursor = await conn.execute(
+                    "SELECT to_regclass(%s) IS NOT NULL", [self.names.table("migrations")]
+                )
+                row = await cursor.fetchone()
+                if row is None or not row[0]:
+                    return 0
+                cursor = await conn.execute(
+                    self.names.render("SELECT coalesce(max(version), 0) FROM {migrations}")
+                )
+                row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    async def check_schema(self) -> None:
+        """Raise ``SchemaNotMigrated`` unless every migration is applied."""
+        have, want = await self.schema_version(), MIGRATIONS[-1][0]
+        if have < want:
+            raise SchemaNotMigrated(f"schema {self.names.schema!r}", have, want)
+
+    # -- connections and transactions ------------------------------------------
+
+    def _translated(self) -> contextlib.AbstractContextManager[None]:
+        return _translated(self._pool)
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[AsyncConnection[TupleRow]]:
+        if self._bound is not None:
+            yield self._bound
+            return
+        async with self._pool.connection() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _atomic(self) -> AsyncIterator[AsyncConnection[TupleRow]]:
+        """Yield a connection in a transaction: the bound one's, or a new one committed on exit."""
+        if self._bound is not None:
+            yield self._bound
+            return
+        async with self._pool.connection() as conn, conn.transaction():
+            yield conn
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[PostgresEventStore]:
+        """Open a transaction and yield a store bound to it.
+
+        Everything done through the yielded store, and through its
+        ``connection`` (read models, outbox rows...), commits together when the
+        block ends, or rolls back if it raises. An error inside the block leaves
+        the transaction aborted: let it propagate.
+        """
+        with self._translated():
+            async with self._pool.connection() as conn, conn.transaction():
+                yield self._bind(conn)
+        self._committed()
+
+    def using(self, connection: AsyncConnection[Any]) -> PostgresEventStore:
+        """Return a store that works inside ``connection``'s current transaction.
+
+        The caller commits or rolls back; the store never does. The connection
+        must not be in autocommit mode. Subscribers learn of the events at their
+        next poll (``poll_interval``).
+        """
+        if connection.autocommit:
+            raise StoreConfigurationError(
+                "store.using(connection) needs a connection that is not in autocommit mode, "
+                "so that its appends join the caller's transaction"
+            )
+        return self._bind(connection)
+
+    def _bind(self, connection: AsyncConnection[Any]) -> PostgresEventStore:
+        bound = copy.copy(self)
+        bound._bound = connection
+        bound._owns_pool = False
+        bound._listener = bound._announcer = None
+        return bound
+
+    @property
+    def connection(self) -> AsyncConnection[Any]:
+        """The connection a bound store (from ``transaction()``) works in."""
+        if self._bound is None:
+            raise StoreConfigurationError(
+                "only a store from store.transaction() or store.using(conn) has a connection"
+            )
+        return self._bound
+
+    # -- writing ---------------------------------------------------------------
+
+    async def _write(self, appends: list[PreparedAppend]) -> list[AppendResult]:
+        # A cancelled append still finishes (or fails) as a whole before the
+        # cancellation is delivered, so the connection returns to the pool clean.
+        results: list[AppendResult] = []
+        with anyio.CancelScope(shield=True), self._translated():
+            if len(appends) == 1 and self._bound is None:
+                async with self._pool.connection() as conn:
+                    results.append(await self._append_one(conn, appends[0]))
+                return results
+            async with self._atomic() as conn:
+                await conn.execute(
+                    # Every stream's lock, in one order, before any write: no deadlock, and
+                    # this transaction's id comes after every earlier append to them.
+                    "SELECT pg_advisory_xact_lock(hashtextextended(s, 7)) "
+                    "FROM unnest(%s::text[]) AS s",
+                    [sorted(a.stream_id for a in appends)],
+                )
+                results.extend([await self._append_one(conn, append) for append in appends])
+        return results
+
+    async def _append_one(
+        self, conn: AsyncConnection[TupleRow], append: PreparedAppend
+    ) -> AppendResult:
+        expected = append.expected_version
+        state = (
+            "any"
+            if expected is ANY
+            else "no_stream"
+            if expected is NO_STREAM
+            else "stream_exists"
+            if expected is STREAM_EXISTS
+            else "exact"
+        )
+        events = append.events
+        try:
+            cursor = await conn.execute(
+                self._sql.append,
+                [
+                    append.stream_id,
+                    expected if isinstance(expected, int) else None,
+                    state,
+                    [e.event_id for e in events],
+                    [e.event_type for e in events],
+                    [e.event_version for e in events],
+                    [e.data for e in events],
+                    [e.metadata for e in events],
+                ],
+            )
+        except psycopg.Error as exc:
+            raise _contract_error(exc, append) from exc
+        row = await cursor.fetchone()
+        assert row is not None  # the function always returns one row
+        return AppendResult(
+            stream_id=append.stream_id, stream_version=row[0], global_position=row[1]
+        )
+
+    def _committed(self) -> None:
+        if self._bound is not None:
+            return  # the transaction's owner announces after its commit
+        super()._committed()
+        if self.notify:
+            self._announce_again = True
+            if self._announcer is None or self._announcer.done():
+                self._announcer = asyncio.get_running_loop().create_task(self._announce())
+
+    async def _announce(self) -> None:
+        """Send NOTIFY after commits, coalescing those that come while one is in flight."""
+        while self._announce_again:
+            self._announce_again = False
+            try:
+                async with self._pool.connection() as conn:
+                    await conn.execute("SELECT pg_notify(%s, '')", [self.names.channel])
+            except Exception:
+                logger.warning("could not notify subscribers; they will poll", exc_info=True)
+                return
+
+    # -- reading ---------------------------------------------------------------
+
+    async def _read_stream(
+        self, stream_id: str, from_version: int | None, backwards: bool, limit: int | None
+    ) -> list[Row]:
+        if from_version is None:
+            from_version = 2**31 - 1 if backwards else 1
+        query = self._sql.read_stream_backwards if backwards else self._sql.read_stream_forwards
+        with self._translated():
+            async with self._connection() as conn:
+                cursor = await conn.execute(
+                    query, {"id": stream_id, "v": from_version, "limit": limit}, binary=True
+                )
+                rows = await cursor.fetchall()
+        deleted = rows[0][0]
+        if deleted is not None:
+            raise StreamDeleted(stream_id, hard=deleted == "hard")
+        return [Row(*row[1:]) for row in rows if row[1] is not None]
+
+    async def _read_all(
+        self,
+        after: int,
+        limit: int,
+        event_types: tuple[str, ...] | None,
+        stream_prefix: str | None,
+    ) -> tuple[list[Row], int | None]:
+        query = self._sql.read_all(event_types is not None, stream_prefix is not None)
+        params: list[Any] = [after]
+        if event_types is not None:
+            params.append(list(event_types))
+        if stream_prefix is not None:
+            params.append(stream_prefix)
+        params.append(limit)
+        with self._translated():
+            async with self._connection() as conn:
+                cursor = await conn.execute(query, params, binary=True)
+                rows = [Row(*row) for row in await cursor.fetchall()]
+        return rows, (rows[-1].global_position if len(rows) == limit else None)
+
+    async def _stream_version(self, stream_id: str) -> int:
+        with self._translated():
+            async with self._connection() as conn:
+                cursor = await conn.execute(self._sql.stream_version, {"id": stream_id})
+                row = await cursor.fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    # -- deletion, metadata, snapshots, checkpoints ------------------------------
+
+    async def _delete_stream(self, stream_id: str, hard: bool, expected: ExpectedVersion) -> None:
+        with anyio.CancelScope(shield=True), self._translated():
+            async with self._atomic() as conn:
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtextextended(%s, 7))", [stream_id]
+                )
+                cursor = await conn.execute(self._sql.stream_state, {"id": stream_id})
+                deleted, version = await cursor.fetchone() or (None, None)
+                if deleted == "hard":
+                    return
+                check_expected_version(stream_id, expected, version or 0)
+                if hard:
+                    await conn.execute(self._sql.erase_events, [stream_id])
+                    await conn.execute(self._sql.erase_snapshots, [stream_id])
+                await conn.execute(self._sql.mark_deleted, [stream_id, "hard" if hard else "soft"])
+
+    async def _get_stream_metadata(self, stream_id: str) -> bytes | None:
+        with self._translated():
+            async with self._connection() as conn:
+                cursor = await conn.execute(self._sql.get_metadata, [stream_id])
+                row = await cursor.fetchone()
+        return None if row is None else row[0]
+
+    async def _set_stream_metadata(self, stream_id: str, metadata: bytes) -> None:
+        with self._translated():
+            async with self._connection() as conn:
+                cursor = await conn.execute(self._sql.set_metadata, [stream_id, metadata])
+                if await cursor.fetchone() is None:
+                    raise StreamDeleted(stream_id, hard=True)
+
+    async def _save_snapshot(
+        self, stream_id: str, version: int, event_type: str, event_version: int, data: bytes
+    ) -> None:
+        with self._translated():
+            async with self._connection() as conn:
+                cursor = await conn.execute(
+                    self._sql.save_snapshot,
+                    {
+                        "id": stream_id,
+                        "v": version,
+                        "t": event_type,
+                        "tv": event_version,
+                        "d": data,
+                    },
+                )
+                deleted = await cursor.fetchone()
+        if deleted is not None:
+            raise StreamDeleted(stream_id, hard=deleted[0] == "hard")
+
+    async def _load_snapshot(
+        self, stream_id: str, at_or_below: int | None
+    ) -> tuple[int, str, int, bytes] | None:
+        with self._translated():
+            async with self._connection() as conn:
+                cursor = await conn.execute(
+                    self._sql.load_snapshot, [stream_id, at_or_below, at_or_below]
+                )
+                row = await cursor.fetchone()
+        return None if row is None else (row[0], row[1], row[2], row[3])
+
+    async def _load_checkpoint(self, consumer: str) -> int | None:
+        with self._translated():
+            async with self._connection() as conn:
+                cursor = await conn.execute(self._sql.load_checkpoint, [consumer])
+                row = await cursor.fetchone()
+        return None if row is None else int(row[0])
+
+    async def _save_checkpoint(self, consumer: str, position: int) -> None:
+        with self._translated():
+            async with self._connection() as conn:
+                await conn.execute(self._sql.save_checkpoint, [consumer, position])
+
+    # -- waking subscriptions --------------------------------------------------
+
+    async def _wait_for_events(self, max_wait: float) -> None:
+        if (
+            self.notify
+            and self._bound is None
+            and self._conninfo
+            and (self._listener is None or self._listener.done())
+        ):
+            self._listener = asyncio.get_running_loop().create_task(self._listen())
+        await super()._wait_for_events(max_wait)
+
+    async def _listen(self) -> None:
+        """Wake subscriptions on NOTIFY from any process; reconnect when the link drops."""
+        channel = sql.SQL("LISTEN {}").format(sql.Identifier(self.names.channel))
+        while not self._notifier.closed:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self._conninfo, autocommit=True
+                ) as conn:
+                    await conn.execute(channel)
+                    self._notifier.notify()  # events may have come while (re)connecting
+                    async for _ in conn.notifies():
+                        self._notifier.notify()
+            except _UNAVAILABLE:
+                logger.warning("lost the LISTEN connection; subscribers poll until it is back")
+                await anyio.sleep(self.poll_interval)
+
+
+class _Statements:
+    """The SQL of one store, rendered once with its schema and table names."""
+
+    def __init__(self, names: Names) -> None:
+        r = names.render
+        self.append = r(
+            "SELECT stream_version, global_position FROM {append}"
+            "(%s, %s, %s, %s::uuid[], %s::text[], %s::integer[], %s::bytea[], %s::bytea[])"
+        )
+        stream = (
+            "SELECT s.deleted, e.* FROM (SELECT 1) AS one "
+            "LEFT JOIN {streams} AS s ON s.stream_id = %(id)s "
+            "LEFT JOIN LATERAL (SELECT " + _ROW_COLUMNS + " FROM {events} "
+            "WHERE stream_id = %(id)s AND stream_version {op} %(v)s "
+            "ORDER BY stream_version {order} LIMIT %(limit)s) AS e ON true "
+            "ORDER BY e.stream_version {order}"
+        )
+        self.read_stream_forwards = r(stream.replace("{op}", ">=").replace("{order}", "ASC"))
+        self.read_stream_backwards = r(stream.replace("{op}", "<=").replace("{order}", "DESC"))
+        self._read_all = {
+            (types, prefix): r(
+                "SELECT " + _ROW_COLUMNS + " FROM {events} WHERE global_position > %s "
+                "AND global_position < "
+                + _SAFE_END
+                + (" AND event_type = ANY (%s::text[])" if types else "")
+                + (" AND starts_with(stream_id, %s)" if prefix else "")
+                + " ORDER BY global_position LIMIT %s"
+            )
+            for types in (False, True)
+            for prefix in (False, True)
+        }
+        self.stream_version = r(
+            "SELECT CASE WHEN EXISTS (SELECT 1 FROM {streams} WHERE stream_id = %(id)s "
+            "AND deleted IS NOT NULL) THEN 0 ELSE (SELECT max(stream_version) FROM {events} "
+            "WHERE stream_id = %(id)s) END"
+        )
+        self.stream_state = r(
+            "SELECT (SELECT deleted FROM {streams} WHERE stream_id = %(id)s), "
+            "(SELECT max(stream_version) FROM {events} WHERE stream_id = %(id)s)"
+        )
+        self.erase_events = r("DELETE FROM {events} WHERE stream_id = %s")
+        self.erase_snapshots = r("DELETE FROM {snapshots} WHERE stream_id = %s")
+        self.mark_deleted = r(
+            "INSERT INTO {streams} (stream_id, deleted) VALUES (%s, %s) ON CONFLICT (stream_id) "
+            "DO UPDATE SET deleted = excluded.deleted, metadata = CASE WHEN excluded.deleted = "
+            "'hard' THEN NULL ELSE {streams}.metadata END"
+        )
+        self.get_metadata = r("SELECT metadata FROM {streams} WHERE stream_id = %s")
+        self.set_metadata = r(
+            "INSERT INTO {streams} AS s (stream_id, metadata) VALUES (%s, %s) "
+            "ON CONFLICT (stream_id) DO UPDATE SET metadata = excluded.metadata "
+            "WHERE s.deleted IS DISTINCT FROM 'hard' RETURNING 1"
+        )
+        self.save_snapshot = r(
+            "WITH d AS (SELECT deleted FROM {streams} WHERE stream_id = %(id)s "
+            "AND deleted IS NOT NULL), "
+            "w AS (INSERT INTO {snapshots} (stream_id, stream_version, event_type, event_version, "
+            "data) SELECT %(id)s, %(v)s, %(t)s, %(tv)s, %(d)s WHERE NOT EXISTS (SELECT 1 FROM d) "
+            "ON CONFLICT (stream_id, stream_version) DO UPDATE SET "
+            "event_type = excluded.event_type, event_version = excluded.event_version, "
+            "data = excluded.data) "
+            "SELECT deleted FROM d"
+        )
+        self.load_snapshot = r(
+            "SELECT stream_version, event_type, event_version, data FROM {snapshots} "
+            "WHERE stream_id = %s AND (%s::integer IS NULL OR stream_version <= %s::integer) "
+            "ORDER BY stream_version DESC LIMIT 1"
+        )
+        self.load_checkpoint = r("SELECT position FROM {checkpoints} WHERE consumer = %s")
+        self.save_checkpoint = r(
+            "INSERT INTO {checkpoints} (consumer, position) VALUES (%s, %s) "
+            "ON CONFLICT (consumer) DO UPDATE SET position = excluded.position, "
+            "updated_at = clock_timestamp()"
+        )
+
+    def read_all(self, types: bool, prefix: bool) -> str:
+        """Return the global-log query with the given filters."""
+        return self._read_all[(types, prefix)]
+
+
+@contextmanager
+def _translated(pool: psycopg_pool.AsyncConnectionPool[Any] | None = None) -> Iterator[None]:
+    """Turn driver errors about the link to the database into ``StoreUnavailable``.
+
+    With ``pool``, also start a check of its idle connections, so that after a
+    database restart the dead ones are replaced before they are handed out.
+    """
+    try:
+        yield
+    except _UNAVAILABLE as exc:
+        if pool is not None and not pool.closed:
+            _background(pool.check())
+        raise StoreUnavailable("postgresql", _reason(exc)) from exc
+
+
+_tasks: set[asyncio.Task[None]] = set()
+
+
+def _background(work: Coroutine[Any, Any, None]) -> None:
+    """Run ``work`` without waiting for it, keeping a reference until it ends."""
+    task = asyncio.get_running_loop().create_task(work)
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _contract_error(exc: psycopg.Error, append: PreparedAppend) -> Exception:  # noqa: PLR0911
+    """Map the append function's SQLSTATEs to the contract's errors."""
+    state = exc.sqlstate
+    message = exc.diag.message_primary or ""
+    if state == SQLSTATES["wrong_expected_version"]:
+        return WrongExpectedVersion(append.stream_id, append.expected_version, int(message) or None)
+    if state == SQLSTATES["duplicate_event_id"]:
+        stored = set(message.split(","))
+        return DuplicateEventId(
+            append.stream_id, [e.event_id for e in append.events if str(e.event_id) in stored]
+        )
+    if state == SQLSTATES["stream_deleted"]:
+        return StreamDeleted(append.stream_id, hard=message == "hard")
+    if state == SQLSTATES["transaction_order_conflict"]:
+        return TransactionOrderConflict(append.stream_id)
+    if state == SQLSTATES["too_many_events"]:
+        return StoreConfigurationError(
+            f"one transaction may append at most {message} events; split the import"
+        )
+    if isinstance(exc, _UNAVAILABLE):
+        return StoreUnavailable("postgresql", _reason(exc))
+    return exc

@@ -1,0 +1,665 @@
+"""The SQLite event store: ``sqlite:///path/to/events.db``, uno's embedded default.
+
+One file in WAL mode. All writes go through one writer connection, owned by a
+dedicated thread that takes work from a queue, so writes are serialised in
+this process and ``BEGIN IMMEDIATE`` serialises them with other processes;
+global positions therefore follow commit order. Reads run in parallel on
+reader threads, each owning a connection. No SQLite call runs on the event
+loop; a caller awaits an asyncio future that the owning thread resolves. The
+backend runs on asyncio (anyio's asyncio backend), not trio.
+
+Durability: ``synchronous="NORMAL"`` (the default) survives a crash of the
+process, but a power loss or OS crash may lose the last transactions before a
+WAL checkpoint; ``synchronous="FULL"`` syncs every commit at some cost in
+latency.
+
+The schema is created and upgraded by ``await store.migrate()``, which runs on
+open when ``auto_migrate=True`` (the default: the store is embedded and owns
+its file). With ``auto_migrate=False`` an unmigrated database raises
+``SchemaNotMigrated`` on every operation until someone migrates it.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import os
+import queue
+import sqlite3
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Self, TypeVar
+from urllib.parse import unquote, urlsplit
+
+import anyio
+import anyio.to_thread
+
+from uno.event_storage._core import DEFAULT_MAX_EVENT_SIZE, EventStoreBase, PreparedAppend, Row
+from uno.event_storage._sqlite_schema import SCHEMA_VERSION, SQLiteSchema
+from uno.event_storage._subscription import PollingSubscription
+from uno.event_storage.exceptions import (
+    SchemaNotMigrated,
+    StoreConfigurationError,
+    StoreUnavailable,
+)
+from uno.events import AppendResult, EventRegistry, ExpectedVersion, Serializer
+
+__all__ = ["SQLiteEventStore", "SQLiteTransaction"]
+
+T = TypeVar("T")
+_SYNCHRONOUS = ("NORMAL", "FULL", "EXTRA")
+
+
+# -- threads that own connections -----------------------------------------------
+
+
+class _Work:
+    """One call to run on a connection's thread, and the future its caller awaits."""
+
+    __slots__ = ("abandoned", "fn", "future", "loop", "owner", "translate")
+
+    def __init__(
+        self,
+        fn: Callable[[sqlite3.Connection], Any],
+        owner: object | None,
+        loop: asyncio.AbstractEventLoop,
+        future: asyncio.Future[Any],
+        translate: bool,
+    ) -> None:
+        self.fn = fn
+        self.owner = owner
+        self.loop = loop
+        self.future = future
+        self.translate = translate
+        self.abandoned = False
+
+    def settle(self, result: object, error: BaseException | None) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting
+            self.loop.call_soon_threadsafe(_settle, self.future, result, error)
+
+
+def _settle(future: asyncio.Future[Any], result: object, error: BaseException | None) -> None:
+    if future.done():  # its caller was cancelled and stopped waiting
+        return
+    if error is None:
+        future.set_result(result)
+    else:
+        future.set_exception(error)
+
+
+class _ConnectionThreads:
+    """Threads that each own one SQLite connection and run the work sent to them.
+
+    Work is taken in the order it was sent. While ``owner`` is set (a
+    transaction is open on the writer), only that owner's work runs; other
+    work waits, in order, until the owner is cleared. A caller that stops
+    waiting (cancelled) either has its work skipped, if it has not started, or
+    run to the end with the result dropped: never half of it.
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], sqlite3.Connection],
+        translate: Callable[[sqlite3.Error], Exception],
+        *,
+        threads: int,
+        name: str,
+    ) -> None:
+        self._connect = connect
+        self._translate = translate
+        self._queue: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
+        self.owner: object | None = None
+        self.stopped = False
+        self._threads = [
+            threading.Thread(target=self._serve, name=f"{name}-{n}", daemon=True)
+            for n in range(threads)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    async def run(
+        self,
+        fn: Callable[[sqlite3.Connection], T],
+        *,
+        owner: object | None = None,
+        translate: bool = True,
+        skippable: bool = True,
+    ) -> T:
+        """Run ``fn(connection)`` on a thread and return its result.
+
+        ``translate`` turns ``sqlite3`` errors into ``StoreUnavailable``;
+        ``skippable=False`` runs the work even if the caller was cancelled
+        before it started.
+        """
+        if self.stopped:
+            raise StoreUnavailable("sqlite", "the store is closed")
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise StoreConfigurationError(
+                "The SQLite event store runs on asyncio (anyio's asyncio backend), not trio"
+            ) from None
+        future: asyncio.Future[T] = loop.create_future()
+        work = _Work(fn, owner, loop, future, translate)
+        self._queue.put(work)
+        try:
+            return await future
+        except BaseException:
+            work.abandoned = skippable
+            raise
+
+    def stop(self) -> None:
+        """Let every thread finish the work sent so far, then close its connection."""
+        if not self.stopped:
+            self.stopped = True
+            for _ in self._threads:
+                self._queue.put(None)
+
+    def join(self) -> None:
+        """Wait for the threads to end (blocking: call it from a worker thread)."""
+        for thread in self._threads:
+            thread.join()
+
+    def _serve(self) -> None:
+        connection: sqlite3.Connection | None = None
+        parked: deque[_Work] = deque()
+        while True:
+            if parked and parked[0].owner is self.owner:
+                work = parked.popleft()
+            else:
+                item = self._queue.get()
+                if item is None:
+                    break
+                work = item
+            if work.owner is not self.owner:
+                parked.append(work)
+                continue
+            if work.abandoned:
+                continue
+            result: object = None
+            error: BaseException | None = None
+            try:
+                if connection is None:
+                    connection = self._connect()
+                result = work.fn(connection)
+            except sqlite3.Error as exc:
+                error = self._translate(exc) if work.translate or connection is None else exc
+            except BaseException as exc:  # handed to the caller, who raises it
+                error = exc
+            work.settle(result, error)
+        closed = StoreUnavailable("sqlite", "the store was closed before this operation ran")
+        for work in parked:
+            work.settle(None, closed)
+        if connection is not None:
+            with contextlib.suppress(sqlite3.Error):
+                if connection.in_transaction:  # a transaction open when the store closed
+                    connection.rollback()
+                connection.close()
+
+
+def _in_write_transaction(
+    fn: Callable[[sqlite3.Connection], T],
+) -> Callable[[sqlite3.Connection], T]:
+    """Wrap ``fn`` in ``BEGIN IMMEDIATE`` ... ``COMMIT``, rolling back if it raises."""
+
+    def run(connection: sqlite3.Connection) -> T:
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(connection)
+            connection.execute("COMMIT")
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+        return result
+
+    return run
+
+
+def _in_savepoint(fn: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], T]:
+    """Wrap ``fn`` in a savepoint, so that if it raises the transaction is as it was."""
+
+    def run(connection: sqlite3.Connection) -> T:
+        connection.execute("SAVEPOINT uno_step")
+        try:
+            result = fn(connection)
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK TO uno_step")
+                connection.execute("RELEASE uno_step")
+            raise
+        connection.execute("RELEASE uno_step")
+        return result
+
+    return run
+
+
+# -- the primitives, over "run this on a connection" ----------------------------
+
+
+class _SQLiteAccess(EventStoreBase):
+    """The store primitives as SQL, run wherever ``_writing`` and ``_reading`` say."""
+
+    backend: ClassVar[str] = "sqlite"
+    _sql: SQLiteSchema
+    _scan_window: int
+
+    @abc.abstractmethod
+    async def _writing(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` on the writer connection, atomically."""
+
+    @abc.abstractmethod
+    async def _reading(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` on a connection that sees what is committed (or this transaction)."""
+
+    async def _write(self, appends: list[PreparedAppend]) -> list[AppendResult]:
+        sql = self._sql
+        return await self._writing(lambda c: sql.append(c, appends, datetime.now(UTC)))
+
+    async def _read_stream(
+        self, stream_id: str, from_version: int | None, backwards: bool, limit: int | None
+    ) -> list[Row]:
+        sql = self._sql
+        return await self._reading(
+            lambda c: sql.read_stream(c, stream_id, from_version, backwards, limit)
+        )
+
+    async def _read_all(
+        self,
+        after: int,
+        limit: int,
+        event_types: tuple[str, ...] | None,
+        stream_prefix: str | None,
+    ) -> tuple[list[Row], int | None]:
+        sql, window = self._sql, self._scan_window
+        return await self._reading(
+            lambda c: sql.read_all(
+                c,
+                after,
+                limit,
+                event_types=event_types,
+                stream_prefix=stream_prefix,
+                scan_window=window,
+            )
+        )
+
+    async def _stream_version(self, stream_id: str) -> int:
+        sql = self._sql
+        return await self._reading(lambda c: sql.stream_version(c, stream_id))
+
+    async def _delete_stream(self, stream_id: str, hard: bool, expected: ExpectedVersion) -> None:
+        sql = self._sql
+        await self._writing(lambda c: sql.delete_stream(c, stream_id, hard, expected))
+
+    async def _get_stream_metadata(self, stream_id: str) -> bytes | None:
+        sql = self._sql
+        return await self._reading(lambda c: sql.get_stream_metadata(c, stream_id))
+
+    async def _set_stream_metadata(self, stream_id: str, metadata: bytes) -> None:
+        sql = self._sql
+        await self._writing(lambda c: sql.set_stream_metadata(c, stream_id, metadata))
+
+    async def _save_snapshot(
+        self, stream_id: str, version: int, event_type: str, event_version: int, data: bytes
+    ) -> None:
+        sql = self._sql
+        await self._writing(
+            lambda c: sql.save_snapshot(
+                c, stream_id, version, event_type=event_type, event_version=event_version, data=data
+            )
+        )
+
+    async def _load_snapshot(
+        self, stream_id: str, at_or_below: int | None
+    ) -> tuple[int, str, int, bytes] | None:
+        sql = self._sql
+        return await self._reading(lambda c: sql.load_snapshot(c, stream_id, at_or_below))
+
+    async def _load_checkpoint(self, consumer: str) -> int | None:
+        sql = self._sql
+        return await self._reading(lambda c: sql.load_checkpoint(c, consumer))
+
+    async def _save_checkpoint(self, consumer: str, position: int) -> None:
+        sql = self._sql
+        await self._writing(lambda c: sql.save_checkpoint(c, consumer, position))
+
+
+# -- the store ---------------------------------------------------------------------
+
+
+class SQLiteEventStore(_SQLiteAccess):
+    """An event store in one SQLite file: ``sqlite:///relative.db`` or ``sqlite:////abs.db``.
+
+    Open it with ``open_event_store`` (or ``await SQLiteEventStore.from_url``)
+    and close it when done. Writes in one process are serialised through one
+    connection; other processes may open the same file and write too.
+
+    Args:
+        path: The database file; created if missing (its directory must exist).
+        registry, serializer, max_event_size, poll_interval: As for every store.
+            ``poll_interval`` is how soon a subscription sees events that another
+            process wrote; appends through this store wake subscriptions at once.
+        auto_migrate: Create or upgrade the schema on open (the default).
+        synchronous: ``"NORMAL"`` (survives a process crash; a power loss may
+            lose the last transactions), ``"FULL"`` or ``"EXTRA"``.
+        busy_timeout: Seconds to wait for another process's write lock before
+            raising ``StoreUnavailable``.
+        readers: Reader connections (and threads) serving reads in parallel.
+        table_prefix: Prepended to the table names, ``"uno_"`` by default.
+        scan_window: Most positions a filtered ``read_all`` examines per query.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        registry: EventRegistry,
+        serializer: Serializer | None = None,
+        max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
+        poll_interval: float = 0.5,
+        auto_migrate: bool = True,
+        synchronous: str = "NORMAL",
+        busy_timeout: float = 5.0,
+        readers: int = 4,
+        table_prefix: str = "uno_",
+        scan_window: int = 10_000,
+    ) -> None:
+        super().__init__(
+            registry,
+            serializer=serializer,
+            max_event_size=max_event_size,
+            poll_interval=poll_interval,
+        )
+        if synchronous.upper() not in _SYNCHRONOUS:
+            raise StoreConfigurationError(
+                f"synchronous must be one of {', '.join(_SYNCHRONOUS)}, got {synchronous!r}"
+            )
+        if busy_timeout < 0:
+            raise StoreConfigurationError(f"busy_timeout must be >= 0 seconds, got {busy_timeout}")
+        if readers < 1:
+            raise StoreConfigurationError(f"readers must be >= 1, got {readers}")
+        if scan_window < 1:
+            raise StoreConfigurationError(f"scan_window must be >= 1, got {scan_window}")
+        self.path = os.path.abspath(path)
+        self._sql = SQLiteSchema(table_prefix)
+        self._scan_window = scan_window
+        self._auto_migrate = auto_migrate
+        self._synchronous = synchronous.upper()
+        self._busy_timeout = busy_timeout
+        self._schema_ready = False
+        self._transaction_task: asyncio.Task[Any] | None = None
+        self._writer = _ConnectionThreads(
+            lambda: self._connect(writer=True),
+            self._unavailable,
+            threads=1,
+            name="uno-sqlite-writer",
+        )
+        self._readers = _ConnectionThreads(
+            lambda: self._connect(writer=False),
+            self._unavailable,
+            threads=readers,
+            name="uno-sqlite-reader",
+        )
+
+    @classmethod
+    async def from_url(cls, url: str, *, registry: EventRegistry, **options: Any) -> Self:
+        """Open the store for a ``sqlite:///`` URL, migrating it unless ``auto_migrate=False``.
+
+        Raises:
+            StoreConfigurationError: the URL is not a file URL (``:memory:`` is
+                refused: readers need a file they can open too).
+            StoreUnavailable: the file cannot be opened or written.
+        """
+        store = cls(_path_of(url), registry=registry, **options)
+        try:
+            await store._open()
+        except BaseException:
+            await store.close()
+            raise
+        return store
+
+    async def close(self) -> None:
+        """Finish the work already sent, close every connection, and end subscriptions."""
+        await super().close()
+        if self._writer.stopped:
+            return
+        self._writer.stop()
+        self._readers.stop()
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self._join)
+
+    def _join(self) -> None:
+        self._writer.join()
+        self._readers.join()
+
+    async def migrate(self) -> None:
+        """Create or upgrade the schema; safe to run twice and from two processes at once.
+
+        Raises:
+            SchemaError: the database holds a newer schema than this uno knows.
+        """
+        self._refuse_inside_transaction()
+        sql = self._sql
+        await self._writer.run(_in_write_transaction(lambda c: sql.migrate(c, datetime.now(UTC))))
+        self._schema_ready = True
+
+    async def _open(self) -> int:
+        """Migrate, or check the schema version; return the version found."""
+        if self._auto_migrate:
+            await self.migrate()
+            return SCHEMA_VERSION
+        have = await self._writer.run(self._sql.version)
+        self._sql.check_version(have)
+        self._schema_ready = have == SCHEMA_VERSION
+        return have
+
+    async def _require_schema(self) -> None:
+        have = await self._open()  # someone may have migrated since the last look
+        if not self._schema_ready:
+            raise SchemaNotMigrated(self.path, have, SCHEMA_VERSION)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[SQLiteTransaction]:
+        """Open a write transaction; it commits when the block ends, and rolls back if it raises.
+
+        ``async with store.transaction() as tx:`` yields a ``SQLiteTransaction``
+        that reads and writes inside the transaction (``tx.append``,
+        ``tx.save_checkpoint``, ...), and runs your own SQL in it with
+        ``await tx.run(fn)``. Other writes of this store wait until it ends, so
+        keep it short. Inside the block write through ``tx``: the store refuses
+        writes from the task that opened the transaction, since they would wait
+        for the block to end. Entering the block waits (uncancellably) for
+        other transactions and for another process's write lock, up to
+        ``busy_timeout``.
+
+        Raises:
+            StoreUnavailable: another process held the write lock past
+                ``busy_timeout``, or the commit failed.
+        """
+        self._refuse_inside_transaction()
+        if not self._schema_ready:
+            await self._require_schema()
+        tx = SQLiteTransaction(self)
+        writer = self._writer
+        with anyio.CancelScope(shield=True):  # a begun transaction must be ended
+            await writer.run(tx._begin, skippable=False)
+        tx._open = True
+        self._transaction_task = asyncio.current_task()
+        try:
+            try:
+                yield tx
+            except BaseException:
+                tx._open = False
+                if not writer.stopped:  # closing the store rolled it back already
+                    with anyio.CancelScope(shield=True):
+                        await writer.run(tx._rollback, owner=tx, skippable=False)
+                raise
+            tx._open = False
+            with anyio.CancelScope(shield=True):
+                await writer.run(tx._commit, owner=tx, skippable=False)
+        finally:
+            tx._open = False
+            self._transaction_task = None
+        self._notifier.notify()
+
+    def _refuse_inside_transaction(self) -> None:
+        # Only the task that opened the transaction is refused: another task's
+        # write simply waits for the transaction to end.
+        if self._transaction_task is not None and self._transaction_task is asyncio.current_task():
+            raise StoreConfigurationError(
+                "This task is inside store.transaction(): write through the transaction "
+                "(tx.append, tx.save_checkpoint, ...). A write through the store would wait "
+                "for the transaction to end, which waits for this task."
+            )
+
+    async def _writing(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if not self._schema_ready:
+            await self._require_schema()
+        self._refuse_inside_transaction()
+        return await self._writer.run(_in_write_transaction(fn))
+
+    async def _reading(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if not self._schema_ready:
+            await self._require_schema()
+        return await self._readers.run(fn)
+
+    def _connect(self, *, writer: bool) -> sqlite3.Connection:
+        connection = sqlite3.connect(
+            self.path, timeout=self._busy_timeout, isolation_level=None, cached_statements=256
+        )
+        try:
+            if writer:
+                self._use_wal(connection)
+                connection.execute(f"PRAGMA synchronous={self._synchronous}")
+                # For read models written through SQLiteTransaction.run.
+                connection.execute("PRAGMA foreign_keys=ON")
+            else:
+                connection.execute("PRAGMA query_only=ON")
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    def _use_wal(self, connection: sqlite3.Connection) -> None:
+        (mode,) = connection.execute("PRAGMA journal_mode=WAL").fetchone()
+        if mode != "wal":
+            raise StoreConfigurationError(
+                f"SQLite refused WAL mode for {self.path} (it stays in {mode!r} mode); "
+                "put the database on a local file system"
+            )
+
+    def _unavailable(self, error: sqlite3.Error) -> Exception:
+        name: str = getattr(error, "sqlite_errorname", type(error).__name__)
+        reason = f"{error} ({name}) on {self.path}"
+        if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+            reason += (
+                f"; another connection held the database longer than busy_timeout="
+                f"{self._busy_timeout}s"
+            )
+        unavailable = StoreUnavailable("sqlite", reason)
+        unavailable.__cause__ = error
+        return unavailable
+
+
+class SQLiteTransaction(_SQLiteAccess):
+    """A SQLite write transaction with the store's API: what ``store.transaction()`` yields.
+
+    Its reads see its own writes. ``run`` executes your SQL in the same
+    transaction (read models written with the events they project).
+    ``subscribe`` is not available inside a transaction.
+    """
+
+    def __init__(self, store: SQLiteEventStore) -> None:
+        super().__init__(
+            store.registry,
+            serializer=store.serializer,
+            max_event_size=store.max_event_size,
+            poll_interval=store.poll_interval,
+        )
+        self._sql = store._sql
+        self._scan_window = store._scan_window
+        self._writer = store._writer
+        self._connection: sqlite3.Connection | None = None
+        self._open = False
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The writer's ``sqlite3.Connection``, inside this transaction.
+
+        It belongs to the writer thread: use it only in a function given to
+        ``run``, and never commit or roll back through it.
+        """
+        if self._connection is None:
+            raise StoreConfigurationError("the transaction has not begun")
+        return self._connection
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(connection)`` on the writer thread inside this transaction.
+
+        If ``fn`` raises, its changes are undone and the exception (``sqlite3``
+        errors included) propagates; the transaction stays usable. For example
+        ``await tx.run(lambda c: c.execute("UPDATE balances SET ...", params))``.
+        """
+        self._check_open()
+        return await self._writer.run(_in_savepoint(fn), owner=self, translate=False)
+
+    def subscribe(self, *, after: int = 0, batch_size: int = 500) -> PollingSubscription:
+        """Refuse: subscribe on the store, which sees what transactions commit."""
+        raise StoreConfigurationError(
+            "subscribe() on the store, not inside a transaction: a subscription follows "
+            "what transactions commit"
+        )
+
+    def _check_open(self) -> None:
+        if not self._open:
+            raise StoreConfigurationError(
+                "This transaction has ended; open another with store.transaction()"
+            )
+
+    async def _writing(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        self._check_open()
+        return await self._writer.run(_in_savepoint(fn), owner=self)
+
+    async def _reading(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        self._check_open()
+        return await self._writer.run(fn, owner=self)
+
+    def _begin(self, connection: sqlite3.Connection) -> None:
+        connection.execute("BEGIN IMMEDIATE")
+        self._connection = connection
+        self._writer.owner = self
+
+    def _commit(self, connection: sqlite3.Connection) -> None:
+        self._end(connection, "COMMIT")
+
+    def _rollback(self, connection: sqlite3.Connection) -> None:
+        self._end(connection, "ROLLBACK")
+
+    def _end(self, connection: sqlite3.Connection, statement: str) -> None:
+        self._writer.owner = None
+        try:
+            connection.execute(statement)
+        finally:
+            if connection.in_transaction:  # the commit failed
+                connection.execute("ROLLBACK")
+
+
+def _path_of(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "sqlite" or parts.netloc or parts.query or parts.fragment:
+        raise StoreConfigurationError(
+            f"a SQLite store's URL is 'sqlite:///relative/path.db' or "
+            f"'sqlite:////absolute/path.db' (options are keyword arguments), got {url!r}"
+        )
+    path = unquote(parts.path[1:])
+    if not path or path == ":memory:" or path.startswith("file:"):
+        raise StoreConfigurationError(
+            f"{url!r} names no database file. The SQLite store needs a file, which its reader "
+            "connections open too (no ':memory:'): use sqlite:///events.db, or memory:// "
+            "for a store that lives in the process"
+        )
+    return path

@@ -1,0 +1,307 @@
+"""The PostgreSQL backend passes the conformance kit, and keeps its own promises."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import psycopg
+import psycopg_pool
+import pytest
+
+from uno.event_storage import open_event_store
+from uno.event_storage._postgres_schema import MIGRATIONS, Names
+from uno.event_storage.exceptions import (
+    SchemaNotMigrated,
+    StoreConfigurationError,
+    StoreUnavailable,
+    TransactionOrderConflict,
+)
+from uno.event_storage.postgres import PostgresEventStore
+from uno.event_storage.testing import (
+    EventStoreContract,
+    MoneyDeposited,
+    TransactionalStoreContract,
+    contract_registry,
+    run_concurrent_writers,
+)
+from uno.events import EventRegistry, NewEvent
+from uno.events.exceptions import EventDecodeError
+
+
+@pytest.fixture
+async def schema(postgres_url: str) -> AsyncIterator[str]:
+    """A fresh schema, dropped after the test."""
+    name = f"uno_test_{uuid.uuid4().hex[:12]}"
+    yield name
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+class TestPostgresEventStore(EventStoreContract, TransactionalStoreContract):
+    @pytest.fixture
+    async def store(
+        self, registry: EventRegistry, schema: str, postgres_url: str
+    ) -> AsyncIterator[PostgresEventStore]:
+        async with open_event_store(
+            postgres_url,
+            registry=registry,
+            schema=schema,
+            auto_migrate=True,
+            max_event_size=4096,
+            pool_max_size=12,
+        ) as store:
+            assert isinstance(store, PostgresEventStore)
+            yield store
+
+
+async def open_store(
+    url: str, registry: EventRegistry, schema: str, **options: Any
+) -> PostgresEventStore:
+    store = await PostgresEventStore.from_url(url, registry=registry, schema=schema, **options)
+    assert isinstance(store, PostgresEventStore)
+    return store
+
+
+@pytest.fixture
+def registry() -> EventRegistry:
+    return contract_registry()
+
+
+@pytest.fixture
+async def store(
+    registry: EventRegistry, schema: str, postgres_url: str
+) -> AsyncIterator[PostgresEventStore]:
+    store = await open_store(postgres_url, registry, schema, auto_migrate=True, pool_max_size=20)
+    async with store:
+        yield store
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("seed", [11, 12, 13])
+async def test_sixteen_writers_two_subscribers_keep_global_order(
+    store: PostgresEventStore, seed: int
+) -> None:
+    """16 writer connections, shared and own streams, conflicts, random rollbacks."""
+    report = await run_concurrent_writers(
+        store, writers=16, subscribers=2, appends_per_writer=12, seed=seed
+    )
+    report.check()
+    assert report.conflicts > 0, "the scenario should produce version conflicts"
+    assert report.rolled_back
+
+
+@pytest.mark.slow
+@pytest.mark.anyio
+@pytest.mark.parametrize("seed", range(100, 110))
+async def test_sixteen_writers_long_run(store: PostgresEventStore, seed: int) -> None:
+    report = await run_concurrent_writers(
+        store, writers=16, subscribers=3, appends_per_writer=80, streams=6, seed=seed
+    )
+    report.check()
+
+
+@pytest.mark.anyio
+async def test_writers_to_other_streams_do_not_wait_for_an_open_transaction(
+    store: PostgresEventStore,
+) -> None:
+    """No table lock: an append to another stream commits while a transaction is open.
+
+    Readers hold that later event back until the open transaction ends, then see
+    both in an order that keeps each stream's order: nothing is skipped.
+    """
+    async with store.transaction() as tx:
+        await tx.append("slow", [MoneyDeposited(amount=1)])
+        with anyio.fail_after(5):
+            other = await store.append("fast", [MoneyDeposited(amount=2)])
+        assert [e async for e in store.read_all()] == []
+    events = [e async for e in store.read_all()]
+    assert [e.stream_id for e in events] == ["slow", "fast"]
+    assert events[1].global_position == other.global_position
+
+
+@pytest.mark.anyio
+async def test_an_append_after_other_writes_that_would_reorder_a_stream_is_refused(
+    store: PostgresEventStore,
+) -> None:
+    with pytest.raises(TransactionOrderConflict):
+        async with store.transaction() as tx:
+            await tx.save_checkpoint("early-writer", 1)  # this transaction now holds an xid
+            await store.append("contested", [MoneyDeposited(amount=1)])  # commits meanwhile
+            await tx.append("contested", [MoneyDeposited(amount=2)])
+    events = await store.read_stream("contested")
+    assert [e.data for e in events] == [MoneyDeposited(amount=1)]
+    assert await store.load_checkpoint("early-writer") is None
+
+
+@pytest.mark.anyio
+async def test_a_row_that_cannot_be_decoded_names_its_position(
+    store: PostgresEventStore, postgres_url: str
+) -> None:
+    await store.append("s", [MoneyDeposited(amount=1), MoneyDeposited(amount=2)])
+    (_, second) = await store.read_stream("s")
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+        await conn.execute(
+            store.names.render("UPDATE {events} SET data = %s WHERE global_position = %s"),
+            [b'{"amount": "lots"}', second.global_position],
+        )
+    with pytest.raises(EventDecodeError) as info:
+        [e async for e in store.read_all()]
+    assert info.value.position == second.global_position
+    assert info.value.field == "amount"
+    assert str(second.global_position) in str(info.value)
+
+
+@pytest.mark.anyio
+async def test_an_unreachable_database_raises_store_unavailable(registry: EventRegistry) -> None:
+    with pytest.raises(StoreUnavailable) as info:
+        await PostgresEventStore.from_url(
+            "postgresql://postgres@127.0.0.1:1/test", registry=registry, connect_timeout=1
+        )
+    assert info.value.code == "event_storage.unavailable"
+
+
+@pytest.mark.anyio
+async def test_the_store_recovers_when_its_connections_are_killed(
+    registry: EventRegistry, schema: str, postgres_url: str
+) -> None:
+    name = f"uno-recovery-{schema}"
+    url = f"{postgres_url}?application_name={name}"
+    async with await open_store(url, registry, schema, auto_migrate=True, pool_min_size=3) as store:
+        await store.append("s", [MoneyDeposited(amount=1)])
+        async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as admin:
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = %s",
+                [name],
+            )
+        failures = 0
+        with anyio.fail_after(20):
+            while True:
+                try:
+                    await store.append("s", [MoneyDeposited(amount=2)], expected_version=1)
+                    break
+                except StoreUnavailable:
+                    failures += 1
+                    await anyio.sleep(0.1)
+        assert failures <= 3
+        assert [e.stream_version for e in await store.read_stream("s")] == [1, 2]
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_append_is_all_or_nothing_and_the_pool_stays_clean(
+    store: PostgresEventStore,
+) -> None:
+    batches = []
+    for attempt in range(30):
+        batch = [NewEvent(data=MoneyDeposited(amount=n)) for n in range(50)]
+        batches.append(batch)
+        with anyio.move_on_after(attempt / 10_000):
+            await store.append(f"cancel-{attempt}", batch)
+    stored = {e.event_id async for e in store.read_all()}
+    for batch in batches:
+        ids = {e.event_id for e in batch}
+        assert ids <= stored or not ids & stored
+    await store.append("after", [MoneyDeposited(amount=1)])
+    stats = store._pool.get_stats()
+    assert stats.get("requests_errors", 0) == 0
+
+
+@pytest.mark.anyio
+async def test_migrations_are_recorded_idempotent_and_safe_in_parallel(
+    registry: EventRegistry, schema: str, postgres_url: str
+) -> None:
+    with pytest.raises(SchemaNotMigrated) as info:
+        await open_store(postgres_url, registry, schema)
+    assert (info.value.have, info.value.want) == (0, MIGRATIONS[-1][0])
+    stores = [
+        PostgresEventStore(
+            registry,
+            pool=psycopg_pool.AsyncConnectionPool(
+                postgres_url, open=False, kwargs={"autocommit": True}
+            ),
+            schema=schema,
+            owns_pool=True,
+        )
+        for _ in range(4)
+    ]
+    for s in stores:
+        await s._pool.open()
+    async with anyio.create_task_group() as tasks:
+        for s in stores:
+            tasks.start_soon(s.migrate)
+    await stores[0].migrate()
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+        cursor = await conn.execute(stores[0].names.render("SELECT version FROM {migrations}"))
+        assert [v for (v,) in await cursor.fetchall()] == [m[0] for m in MIGRATIONS]
+    for s in stores:
+        await s.close()
+    async with await open_store(postgres_url, registry, schema) as reopened:
+        assert await reopened.schema_version() == MIGRATIONS[-1][0]
+
+
+@pytest.mark.anyio
+async def test_stores_with_other_prefixes_share_a_schema_without_seeing_each_other(
+    registry: EventRegistry, schema: str, postgres_url: str
+) -> None:
+    async with (
+        await open_store(postgres_url, registry, schema, table_prefix="a_", auto_migrate=True) as a,
+        await open_store(postgres_url, registry, schema, table_prefix="b_", auto_migrate=True) as b,
+    ):
+        await a.append("s", [MoneyDeposited(amount=1)])
+        await b.append("s", [MoneyDeposited(amount=2), MoneyDeposited(amount=3)])
+        assert [e.data for e in await a.read_stream("s")] == [MoneyDeposited(amount=1)]
+        assert len(await b.read_stream("s")) == 2
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("bad", ["Public", "x-y", "1abc", "a" * 41, 'x"; DROP'])
+async def test_bad_schema_names_are_rejected(registry: EventRegistry, bad: str) -> None:
+    with pytest.raises(StoreConfigurationError):
+        Names.of(bad, "uno_")
+
+
+@pytest.mark.anyio
+async def test_another_process_wakes_a_subscription_through_notify(
+    registry: EventRegistry, schema: str, postgres_url: str
+) -> None:
+    async with (
+        await open_store(
+            postgres_url, registry, schema, auto_migrate=True, poll_interval=60
+        ) as reader,
+        await open_store(postgres_url, registry, schema) as writer,
+        reader.subscribe() as subscription,
+    ):
+
+        async def write_soon() -> None:
+            await anyio.sleep(0.3)
+            await writer.append("s", [MoneyDeposited(amount=7)])
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(write_soon)
+                async for event in subscription:
+                    assert event.data == MoneyDeposited(amount=7)
+                    break
+
+
+@pytest.mark.anyio
+async def test_events_and_read_model_rows_commit_together_on_a_callers_connection(
+    store: PostgresEventStore, postgres_url: str, schema: str
+) -> None:
+    table = f'"{schema}".balances'
+    async with await psycopg.AsyncConnection.connect(postgres_url) as conn:
+        await conn.execute(f"CREATE TABLE {table} (account text PRIMARY KEY, balance int)")
+        await conn.commit()
+        for outcome in ("rollback", "commit"):
+            bound = store.using(conn)
+            await bound.append("account-1", [MoneyDeposited(amount=5)])
+            await conn.execute(f"INSERT INTO {table} VALUES ('account-1', 5)")
+            await (conn.rollback() if outcome == "rollback" else conn.commit())
+            count = await (await conn.execute(f"SELECT count(*) FROM {table}")).fetchone()
+            await conn.commit()
+            assert count is not None
+            assert count[0] == (0 if outcome == "rollback" else 1)
+    assert [e.data for e in await store.read_stream("account-1")] == [MoneyDeposited(amount=5)]

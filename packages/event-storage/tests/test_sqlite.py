@@ -1,0 +1,516 @@
+"""The SQLite backend passes the conformance kit, and keeps its own promises."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import sys
+from collections.abc import AsyncIterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from uno.event_storage import open_event_store
+from uno.event_storage.exceptions import (
+    DuplicateEventId,
+    SchemaError,
+    SchemaNotMigrated,
+    StoreConfigurationError,
+    StoreUnavailable,
+    WrongExpectedVersion,
+)
+from uno.event_storage.sqlite import SQLiteEventStore
+from uno.event_storage.testing import (
+    AccountOpened,
+    EventStoreContract,
+    MoneyDeposited,
+    TransactionalStoreContract,
+    contract_registry,
+    run_concurrent_writers,
+)
+from uno.events import NO_STREAM, Event, EventRegistry, NewEvent, RecordedEvent, StreamAppend
+from uno.events.exceptions import EventDecodeError
+
+pytestmark = pytest.mark.anyio
+
+
+class TestSQLiteEventStore(EventStoreContract, TransactionalStoreContract):
+    @pytest.fixture
+    async def store(
+        self, registry: EventRegistry, tmp_path: Path
+    ) -> AsyncIterator[SQLiteEventStore]:
+        url = f"sqlite:///{tmp_path}/events.db"
+        async with open_event_store(url, registry=registry, max_event_size=4096) as store:
+            assert isinstance(store, SQLiteEventStore)
+            yield store
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def registry() -> EventRegistry:
+    return contract_registry()
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "events.db"
+
+
+async def open_store(db: Path, registry: EventRegistry, **options: Any) -> SQLiteEventStore:
+    store = await SQLiteEventStore.from_url(f"sqlite:///{db}", registry=registry, **options)
+    assert isinstance(store, SQLiteEventStore)
+    return store
+
+
+def query(db: Path, sql: str, *parameters: object) -> list[tuple[Any, ...]]:
+    """Run SQL on the file with plain sqlite3, as another program would."""
+    with closing(sqlite3.connect(db, isolation_level=None)) as connection:
+        return connection.execute(sql, parameters).fetchall()
+
+
+def deposits(count: int, start: int = 0) -> list[NewEvent]:
+    return [NewEvent(data=MoneyDeposited(amount=n)) for n in range(start, start + count)]
+
+
+# -- opening and migrating ------------------------------------------------------------
+
+
+async def test_migrations_are_recorded_once(db: Path, registry: EventRegistry) -> None:
+    async with await open_store(db, registry) as store:
+        await store.migrate()
+        await store.migrate()
+    versions = query(db, "SELECT version FROM uno_schema_migrations")
+    assert versions == [(1,)]
+    tables = {name for (name,) in query(db, "SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"uno_events", "uno_streams", "uno_snapshots", "uno_checkpoints"} <= tables
+    assert query(db, "PRAGMA journal_mode") == [("wal",)]
+
+
+async def test_two_stores_migrating_one_file_at_once_both_succeed(
+    db: Path, registry: EventRegistry
+) -> None:
+    stores = [await open_store(db, registry, auto_migrate=False) for _ in range(4)]
+    try:
+        async with anyio.create_task_group() as tasks:
+            for store in stores:
+                tasks.start_soon(store.migrate)
+        await stores[0].append("s", deposits(1))
+        assert len(await stores[3].read_stream("s")) == 1
+    finally:
+        for store in stores:
+            await store.close()
+    assert query(db, "SELECT version FROM uno_schema_migrations") == [(1,)]
+
+
+async def test_an_unmigrated_file_raises_schema_not_migrated_until_migrated(
+    db: Path, registry: EventRegistry
+) -> None:
+    async with await open_store(db, registry, auto_migrate=False) as store:
+        with pytest.raises(SchemaNotMigrated) as info:
+            await store.append("s", deposits(1))
+        assert (info.value.have, info.value.want, info.value.where) == (0, 1, str(db))
+        with pytest.raises(SchemaNotMigrated):
+            await store.read_stream("s")
+        with pytest.raises(SchemaNotMigrated):
+            async with store.transaction():
+                pass
+        await store.migrate()
+        await store.append("s", deposits(1))
+        assert len(await store.read_stream("s")) == 1
+
+
+async def test_a_store_sees_a_migration_made_by_another(db: Path, registry: EventRegistry) -> None:
+    async with await open_store(db, registry, auto_migrate=False) as waiting:
+        with pytest.raises(SchemaNotMigrated):
+            await waiting.stream_version("s")
+        async with await open_store(db, registry) as migrating:
+            await migrating.append("s", deposits(2))
+        assert await waiting.stream_version("s") == 2
+
+
+async def test_a_schema_newer_than_this_code_is_refused(db: Path, registry: EventRegistry) -> None:
+    async with await open_store(db, registry):
+        pass
+    query(db, "INSERT INTO uno_schema_migrations VALUES (99, 'the future')")
+    with pytest.raises(SchemaError, match="newer"):
+        await open_store(db, registry)
+    with pytest.raises(SchemaError, match="newer"):
+        await open_store(db, registry, auto_migrate=False)
+
+
+async def test_table_prefix_names_the_tables(db: Path, registry: EventRegistry) -> None:
+    async with await open_store(db, registry, table_prefix="app_") as store:
+        await store.append("s", deposits(1))
+    assert query(db, "SELECT count(*) FROM app_events") == [(1,)]
+    with pytest.raises(StoreConfigurationError, match="table_prefix"):
+        await open_store(db, registry, table_prefix="x; DROP TABLE app_events; --")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:///:memory:",
+        "sqlite://",
+        "sqlite:///",
+        "sqlite://host/events.db",
+        "sqlite:///events.db?mode=ro",
+        "sqlite:///file:events.db",
+    ],
+)
+async def test_urls_without_a_plain_file_are_refused(url: str, registry: EventRegistry) -> None:
+    with pytest.raises(StoreConfigurationError, match=r"sqlite:///"):
+        await SQLiteEventStore.from_url(url, registry=registry)
+
+
+async def test_a_relative_url_is_relative_to_the_working_directory(
+    tmp_path: Path, registry: EventRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    async with open_event_store("sqlite:///data/my%20events.db", registry=registry) as store:
+        await store.append("s", deposits(1))
+    assert query(tmp_path / "data" / "my events.db", "SELECT count(*) FROM uno_events") == [(1,)]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"synchronous": "OFF"},
+        {"busy_timeout": -1},
+        {"readers": 0},
+        {"scan_window": 0},
+    ],
+)
+async def test_bad_options_are_refused(
+    db: Path, registry: EventRegistry, options: dict[str, Any]
+) -> None:
+    with pytest.raises(StoreConfigurationError):
+        await open_store(db, registry, **options)
+
+
+async def test_data_survives_closing_and_reopening(db: Path, registry: EventRegistry) -> None:
+    async with await open_store(db, registry) as store:
+        first = await store.append("s", deposits(3), expected_version=NO_STREAM)
+        await store.save_checkpoint("projector", first.global_position)
+        await store.set_stream_metadata("s", {"owner": "ops"})
+    async with await open_store(db, registry, synchronous="FULL") as store:
+        assert [e.data for e in await store.read_stream("s")] == [e.data for e in deposits(3)]
+        assert await store.load_checkpoint("projector") == first.global_position
+        assert await store.get_stream_metadata("s") == {"owner": "ops"}
+        result = await store.append("s", deposits(1), expected_version=3)
+        assert result.global_position == first.global_position + 1
+
+
+# -- faults -------------------------------------------------------------------------
+
+
+async def test_a_corrupt_row_raises_event_decode_error_naming_its_position(
+    db: Path, registry: EventRegistry
+) -> None:
+    async with await open_store(db, registry) as store:
+        await store.append("s", deposits(3))
+        (broken,) = query(db, "SELECT position FROM uno_events WHERE stream_version = 2")
+        query(db, "UPDATE uno_events SET data = x'ff00' WHERE position = ?", broken[0])
+        with pytest.raises(EventDecodeError) as info:
+            await store.read_stream("s")
+        assert info.value.position == broken[0]
+        with pytest.raises(EventDecodeError, match=f"global position {broken[0]}"):
+            _ = [e async for e in store.read_all()]
+
+
+async def test_a_write_lock_held_past_busy_timeout_raises_store_unavailable(
+    db: Path, registry: EventRegistry
+) -> None:
+    async with await open_store(db, registry, busy_timeout=0.05) as store:
+        await store.append("s", deposits(1))
+        with closing(sqlite3.connect(db, isolation_level=None)) as other:
+            other.execute("BEGIN IMMEDIATE")
+            with pytest.raises(StoreUnavailable, match="busy_timeout") as info:
+                await store.append("s", deposits(1))
+            assert isinstance(info.value.__cause__, sqlite3.OperationalError)
+            assert len(await store.read_stream("s")) == 1  # readers are not blocked
+            other.execute("ROLLBACK")
+        await store.append("s", deposits(1))
+        assert await store.stream_version("s") == 2
+
+
+async def test_a_missing_directory_raises_store_unavailable_on_open(
+    tmp_path: Path, registry: EventRegistry
+) -> None:
+    with pytest.raises(StoreUnavailable, match="unable to open"):
+        await open_store(tmp_path / "missing" / "events.db", registry)
+
+
+async def test_a_closed_store_refuses_work(db: Path, registry: EventRegistry) -> None:
+    store = await open_store(db, registry)
+    await store.close()
+    await store.close()
+    with pytest.raises(StoreUnavailable, match="closed"):
+        await store.append("s", deposits(1))
+
+
+# -- transactions -------------------------------------------------------------------
+
+
+async def test_run_writes_a_read_model_in_the_events_transaction(
+    db: Path, registry: EventRegistry
+) -> None:
+    async with await open_store(db, registry) as store:
+        async with store.transaction() as tx:
+            await tx.run(lambda c: c.execute("CREATE TABLE balances (id TEXT PRIMARY KEY, n INT)"))
+        async with store.transaction() as tx:
+            await tx.append("kept", deposits(1))
+            await tx.run(lambda c: c.execute("INSERT INTO balances VALUES ('kept', 1)"))
+            assert await tx.run(lambda c: c) is tx.connection
+        with pytest.raises(RuntimeError):
+            await write_then_fail(store)
+    assert query(db, "SELECT id FROM balances") == [("kept",)]
+    assert query(db, "SELECT DISTINCT stream_id FROM uno_events") == [("kept",)]
+
+
+async def write_then_fail(store: SQLiteEventStore) -> None:
+    async with store.transaction() as tx:
+        await tx.append("dropped", deposits(1))
+        await tx.run(lambda c: c.execute("INSERT INTO balances VALUES ('dropped', 1)"))
+        raise RuntimeError
+
+
+async def test_a_failed_step_leaves_the_transaction_as_it_was(
+    db: Path, registry: EventRegistry
+) -> None:
+    async with await open_store(db, registry) as store:
+        async with store.transaction() as tx:
+            await tx.append("s", deposits(2))
+            with pytest.raises(WrongExpectedVersion):
+                await tx.append_streams(
+                    [
+                        StreamAppend(stream_id="t", events=deposits(1)),
+                        StreamAppend(stream_id="s", events=deposits(1), expected_version=5),
+                    ]
+                )
+            with pytest.raises(sqlite3.OperationalError):
+                await tx.run(lambda c: c.execute("INSERT INTO nowhere VALUES (1)"))
+            await tx.append("s", deposits(1), expected_version=2)
+            assert [e.stream_version for e in await tx.read_stream("s")] == [1, 2, 3]
+            assert await store.stream_version("s") is None  # the store reads what is committed
+        assert await store.stream_version("s") == 3
+        assert await store.stream_version("t") is None
+
+
+async def test_the_store_refuses_writes_from_inside_its_transaction(
+    db: Path, registry: EventRegistry
+) -> None:
+    async with await open_store(db, registry) as store:
+        async with store.transaction() as tx:
+            with pytest.raises(StoreConfigurationError, match=r"tx\.append"):
+                await store.append("s", deposits(1))
+            with pytest.raises(StoreConfigurationError):
+                async with store.transaction():
+                    pass
+            with pytest.raises(StoreConfigurationError, match="subscribe"):
+                tx.subscribe()
+            await tx.append("s", deposits(1))
+        with pytest.raises(StoreConfigurationError, match="ended"):
+            await tx.append("s", deposits(1))
+        assert await store.stream_version("s") == 1
+
+
+async def test_writes_of_other_tasks_wait_for_the_transaction(
+    db: Path, registry: EventRegistry
+) -> None:
+    async with await open_store(db, registry) as store:
+        async with anyio.create_task_group() as tasks, store.transaction() as tx:
+            await tx.append("s", deposits(1))
+            tasks.start_soon(store.append, "s", deposits(1, 10))
+            await anyio.sleep(0.05)
+            assert await tx.stream_version("s") == 1
+        amounts = [e.data.amount for e in await store.read_stream("s")]  # type: ignore[attr-defined]
+        assert amounts == [0, 10]
+
+
+async def close_inside_a_transaction(
+    store: SQLiteEventStore, opened: anyio.Event
+) -> StoreUnavailable | None:
+    try:
+        async with store.transaction() as tx:
+            await tx.append("s", deposits(1))
+            opened.set()
+            await anyio.sleep(0.05)
+            await store.close()
+    except StoreUnavailable as error:
+        return error
+    return None
+
+
+async def test_closing_the_store_rolls_back_its_open_transaction(
+    db: Path, registry: EventRegistry
+) -> None:
+    store = await open_store(db, registry)
+    opened = anyio.Event()
+    refused: list[StoreUnavailable] = []
+
+    async def append_meanwhile() -> None:
+        await opened.wait()
+        try:
+            await store.append("t", deposits(1))  # waits behind the transaction
+        except StoreUnavailable as error:
+            refused.append(error)
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(append_meanwhile)
+            commit_error = await close_inside_a_transaction(store, opened)
+    assert commit_error is not None
+    assert len(refused) == 1
+    assert "closed" in str(refused[0])
+    assert query(db, "SELECT count(*) FROM uno_events") == [(0,)]
+
+
+# -- the log ------------------------------------------------------------------------
+
+
+async def test_positions_are_never_reused_after_erasing_the_newest_events(
+    db: Path, registry: EventRegistry
+) -> None:
+    async with await open_store(db, registry) as store:
+        await store.append("a", deposits(1))
+        erased = await store.append("b", deposits(2))
+        await store.delete_stream("b", hard=True)
+    async with await open_store(db, registry) as store:
+        later = await store.append("c", deposits(1))
+        assert later.global_position > erased.global_position
+        assert query(db, "SELECT count(*) FROM uno_events WHERE stream_id = 'b'") == [(0,)]
+
+
+async def test_filtered_reads_walk_a_long_log_in_windows(db: Path, registry: EventRegistry) -> None:
+    async with await open_store(db, registry, scan_window=3) as store:
+        await store.append("account-1", [AccountOpened(owner="a")])
+        for n in range(10):
+            await store.append(f"ledger-{n}", deposits(1))
+        await store.append("account-2", [AccountOpened(owner="b")])
+        opened = store.read_all(event_types=["uno_contract.AccountOpened"], batch_size=1)
+        assert [e.stream_id async for e in opened] == ["account-1", "account-2"]
+        ledgers = [e async for e in store.read_all(stream_prefix="ledger-", batch_size=4)]
+        assert [e.stream_id for e in ledgers] == [f"ledger-{n}" for n in range(10)]
+
+
+async def test_one_id_in_two_streams_of_one_append_is_refused_whole(
+    db: Path, registry: EventRegistry
+) -> None:
+    same = NewEvent(data=MoneyDeposited(amount=1))
+    async with await open_store(db, registry) as store:
+        with pytest.raises(DuplicateEventId):
+            await store.append_streams(
+                [
+                    StreamAppend(stream_id="a", events=[same]),
+                    StreamAppend(stream_id="b", events=[same]),
+                ]
+            )
+        assert [e async for e in store.read_all()] == []
+
+
+async def test_retrying_a_large_append_stores_it_once(db: Path, registry: EventRegistry) -> None:
+    batch = deposits(1200)
+    async with await open_store(db, registry) as store:
+        first = await store.append("big", batch, expected_version=NO_STREAM)
+        assert await store.append("big", batch, expected_version=NO_STREAM) == first
+        with pytest.raises(DuplicateEventId):
+            await store.append("big", [*batch, *deposits(1)])
+        assert await store.stream_version("big") == 1200
+
+
+# -- other processes ----------------------------------------------------------------
+
+_REMOTE_WRITER = """
+import sys
+
+import anyio
+
+from uno.event_storage import open_event_store
+from uno.event_storage.testing import MoneyDeposited, contract_registry
+
+
+async def main() -> None:
+    async with open_event_store(sys.argv[1], registry=contract_registry()) as store:
+        for n in range(5):
+            await store.append("remote", [MoneyDeposited(amount=n)])
+            await anyio.sleep(0.01)
+
+
+anyio.run(main)
+"""
+
+
+async def test_a_subscription_sees_what_another_process_appends(
+    db: Path, registry: EventRegistry
+) -> None:
+    seen: list[RecordedEvent[Event]] = []
+    async with await open_store(db, registry, poll_interval=0.05) as store:
+
+        async def remote() -> None:
+            done = await anyio.run_process(
+                [sys.executable, "-c", _REMOTE_WRITER, f"sqlite:///{db}"],
+                check=False,
+                env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+            )
+            assert done.returncode == 0, done.stderr.decode()
+
+        with anyio.fail_after(60):
+            async with store.subscribe() as subscription, anyio.create_task_group() as tasks:
+                tasks.start_soon(remote)
+                async for event in subscription:
+                    seen.append(event)
+                    if len(seen) == 5:
+                        break
+    assert [e.data for e in seen] == [MoneyDeposited(amount=n) for n in range(5)]
+    assert {e.stream_id for e in seen} == {"remote"}
+
+
+# -- concurrency --------------------------------------------------------------------
+
+
+async def test_cancelled_appends_are_stored_whole_or_not_at_all(
+    db: Path, registry: EventRegistry
+) -> None:
+    async def cancel_after(checkpoints: int, scope: anyio.CancelScope) -> None:
+        for _ in range(checkpoints):
+            await anyio.lowlevel.checkpoint()
+        scope.cancel()
+
+    async with await open_store(db, registry) as store:
+        for n in range(300):
+            with anyio.CancelScope() as scope:
+                async with anyio.create_task_group() as tasks:
+                    tasks.start_soon(cancel_after, n % 5, scope)
+                    if n % 3 == 0:
+                        async with store.transaction() as tx:
+                            await tx.append(f"s-{n}", deposits(4))
+                    else:
+                        await store.append(f"s-{n}", deposits(4))
+        after = await store.append("after", deposits(1))  # queued behind every earlier write
+        counts = {len(await store.read_stream(f"s-{n}")) for n in range(300)}
+        assert counts <= {0, 4}
+        logged = [e async for e in store.read_all()]
+        assert len(logged) % 4 == 1
+        assert logged[-1].global_position == after.global_position
+
+
+@pytest.mark.slow
+async def test_sixteen_writers_with_rollbacks_and_subscribers_agree_on_the_log(
+    db: Path, registry: EventRegistry
+) -> None:
+    async with await open_store(db, registry) as store:
+        report = await run_concurrent_writers(
+            store, writers=16, subscribers=4, appends_per_writer=150, seed=7
+        )
+    assert report.rolled_back
+    assert report.conflicts
+    report.check()
