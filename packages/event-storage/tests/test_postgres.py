@@ -305,3 +305,17 @@ async def test_events_and_read_model_rows_commit_together_on_a_callers_connectio
             assert count is not None
             assert count[0] == (0 if outcome == "rollback" else 1)
     assert [e.data for e in await store.read_stream("account-1")] == [MoneyDeposited(amount=5)]
+
+
+@pytest.mark.anyio
+async def test_an_open_transaction_elsewhere_delays_readers_but_nothing_is_skipped(
+    store: PostgresEventStore, postgres_url: str, schema: str
+) -> None:
+    """The fence is the oldest running transaction id: readers wait for it, then catch up."""
+    async with await psycopg.AsyncConnection.connect(postgres_url) as other:
+        await other.execute("SELECT pg_current_xact_id()")  # holds an id, stays open
+        result = await store.append("s", [MoneyDeposited(amount=1)])
+        assert [e async for e in store.read_all()] == []
+        await other.rollback()
+    events = [e async for e in store.read_all()]
+    assert [e.global_position for e in events] == [result.global_position]

@@ -402,21 +402,6 @@ async def test_filtered_reads_walk_a_long_log_in_windows(db: Path, registry: Eve
         assert [e.stream_id for e in ledgers] == [f"ledger-{n}" for n in range(10)]
 
 
-async def test_one_id_in_two_streams_of_one_append_is_refused_whole(
-    db: Path, registry: EventRegistry
-) -> None:
-    same = NewEvent(data=MoneyDeposited(amount=1))
-    async with await open_store(db, registry) as store:
-        with pytest.raises(DuplicateEventId):
-            await store.append_streams(
-                [
-                    StreamAppend(stream_id="a", events=[same]),
-                    StreamAppend(stream_id="b", events=[same]),
-                ]
-            )
-        assert [e async for e in store.read_all()] == []
-
-
 async def test_retrying_a_large_append_stores_it_once(db: Path, registry: EventRegistry) -> None:
     batch = deposits(1200)
     async with await open_store(db, registry) as store:

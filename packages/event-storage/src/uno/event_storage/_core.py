@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import Any, ClassVar, NamedTuple, Self
 from uuid import UUID
 
+import anyio
 import msgspec
 
 from uno.event_storage import _telemetry
@@ -238,6 +239,12 @@ class EventStoreBase(abc.ABC):
             raise StoreConfigurationError(
                 "append_streams got the same stream twice; merge its events into one StreamAppend"
             )
+        ids: set[UUID] = set()
+        for part in prepared:
+            part_ids = {event.event_id for event in part.events}
+            if ids & part_ids:
+                raise DuplicateEventId(part.stream_id, sorted(ids & part_ids))
+            ids |= part_ids
         if not prepared:
             return []
         with self._telemetry.append(
@@ -519,10 +526,11 @@ class EventStoreBase(abc.ABC):
         """Tell subscriptions that events were committed (a backend may tell other processes)."""
         self._notifier.notify()
 
-    async def _wait_for_events(self, max_wait: float) -> None:
+    async def _wait_for_events(self, ticket: anyio.Event, max_wait: float) -> None:
         """Return when new events may have been written, or after ``max_wait`` seconds.
 
+        ``ticket`` is the notifier's ticket taken before the caller last read.
         The default hears appends made through this store object; backends that
         can hear other processes (LISTEN/NOTIFY) override it.
         """
-        await self._notifier.wait(max_wait)
+        await self._notifier.wait(ticket, max_wait)

@@ -17,23 +17,33 @@ __all__ = ["Notifier", "PollingSubscription"]
 
 
 class Notifier:
-    """Wakes every waiter when new events may exist; each wait has a timeout."""
+    """Wakes waiters when new events may exist.
+
+    A reader takes a ``ticket`` before it looks for events and waits on that
+    ticket afterwards, so a notification that arrives while it reads is not
+    lost: the ticket is already set and the wait returns at once.
+    """
 
     def __init__(self) -> None:
         self._event = anyio.Event()
         self.closed = False
 
+    @property
+    def ticket(self) -> anyio.Event:
+        """The event the next notification sets."""
+        return self._event
+
     def notify(self) -> None:
-        """Wake the current waiters; later waiters wait for the next notification."""
+        """Set the current ticket; later tickets wait for the next notification."""
         event, self._event = self._event, anyio.Event()
         event.set()
 
-    async def wait(self, max_wait: float) -> None:
-        """Return at the next notification, or after ``max_wait`` seconds."""
+    async def wait(self, ticket: anyio.Event, max_wait: float) -> None:
+        """Return when ``ticket`` is set, or after ``max_wait`` seconds."""
         if self.closed:
             return
         with anyio.move_on_after(max_wait):
-            await self._event.wait()
+            await ticket.wait()
 
     def close(self) -> None:
         """Wake every waiter for good."""
@@ -70,6 +80,7 @@ class PollingSubscription:
     async def _follow(self) -> AsyncIterator[RecordedEvent[Event]]:
         store = self._store
         while not self._stopping():
+            ticket = store._notifier.ticket
             rows, scanned_to = await store._read_all(self._after, self._batch_size, None, None)
             for row in rows:
                 if self._stopping():  # closed while the consumer handled an event
@@ -80,7 +91,7 @@ class PollingSubscription:
             if scanned_to is not None:
                 self._after = max(self._after, scanned_to)
                 continue
-            await store._wait_for_events(store.poll_interval)
+            await store._wait_for_events(ticket, store.poll_interval)
 
     def _stopping(self) -> bool:
         return self._closed or self._store._notifier.closed

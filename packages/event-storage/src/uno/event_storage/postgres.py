@@ -504,7 +504,7 @@ class PostgresEventStore(EventStoreBase):
 
     # -- waking subscriptions --------------------------------------------------
 
-    async def _wait_for_events(self, max_wait: float) -> None:
+    async def _wait_for_events(self, ticket: anyio.Event, max_wait: float) -> None:
         if (
             self.notify
             and self._bound is None
@@ -512,7 +512,7 @@ class PostgresEventStore(EventStoreBase):
             and (self._listener is None or self._listener.done())
         ):
             self._listener = asyncio.get_running_loop().create_task(self._listen())
-        await super()._wait_for_events(max_wait)
+        await super()._wait_for_events(ticket, max_wait)
 
     async def _listen(self) -> None:
         """Wake subscriptions on NOTIFY from any process; reconnect when the link drops."""

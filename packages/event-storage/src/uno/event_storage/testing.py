@@ -213,6 +213,20 @@ class EventStoreContract:
             await store.append("s", [fresh, fresh])
         assert len(await _all(store)) == 1
 
+    async def test_one_id_in_two_streams_of_one_append_is_refused_whole(
+        self, store: EventStore
+    ) -> None:
+        shared = NewEvent(data=MoneyDeposited(amount=1))
+        with pytest.raises(DuplicateEventId) as info:
+            await store.append_streams(
+                [
+                    StreamAppend(stream_id="a", events=[shared]),
+                    StreamAppend(stream_id="b", events=[shared]),
+                ]
+            )
+        assert info.value.event_ids == (shared.event_id,)
+        assert await _all(store) == []
+
     async def test_an_append_needs_events(self, store: EventStore) -> None:
         with pytest.raises(StoreConfigurationError):
             await store.append("s", [])
@@ -581,7 +595,16 @@ class ConcurrencyReport:
             leaked = self.rolled_back & set(ids)
             assert not leaked, f"subscriber {number} saw {len(leaked)} rolled-back events"
             missing = set(self.committed) - set(ids)
-            assert not missing, f"subscriber {number} missed {len(missing)} committed events"
+            if missing:
+                where = sorted(
+                    e.global_position for s in self.seen for e in s if e.event_id in missing
+                )
+                last = seen[-1].global_position if seen else None
+                raise AssertionError(
+                    f"subscriber {number} missed {len(missing)} committed events: "
+                    f"{sorted(self.committed[i] for i in missing)[:5]} at positions {where[:5]}; "
+                    f"it saw {len(seen)} events, the last at position {last}"
+                )
             positions = [e.global_position for e in seen]
             assert positions == sorted(positions), f"subscriber {number} saw positions out of order"
             last: dict[str, int] = defaultdict(int)
