@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, Sum
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -44,6 +44,7 @@ def appended_total() -> int:
         for scope in resource.scope_metrics:
             for metric in scope.metrics:
                 if metric.name == "uno.event_storage.events.appended":
+                    assert isinstance(metric.data, Sum)
                     total += sum(int(point.value) for point in metric.data.data_points)
     return total
 

@@ -599,11 +599,11 @@ class ConcurrencyReport:
                 where = sorted(
                     e.global_position for s in self.seen for e in s if e.event_id in missing
                 )
-                last = seen[-1].global_position if seen else None
+                final = seen[-1].global_position if seen else None
                 raise AssertionError(
                     f"subscriber {number} missed {len(missing)} committed events: "
                     f"{sorted(self.committed[i] for i in missing)[:5]} at positions {where[:5]}; "
-                    f"it saw {len(seen)} events, the last at position {last}"
+                    f"it saw {len(seen)} events, the last at position {final}"
                 )
             positions = [e.global_position for e in seen]
             assert positions == sorted(positions), f"subscriber {number} saw positions out of order"
