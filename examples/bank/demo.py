@@ -125,7 +125,7 @@ def main() -> None:
         data=deposit,
         metadata=metadata,
     )
-    follow_up = metadata.caused_by(recorded)
+    follow_up = EventMetadata.caused_by(recorded)
     print(
         f"a reaction to event {recorded.event_id} keeps correlation "
         f"{follow_up.correlation_id!r} and records causation {follow_up.causation_id!r}"

@@ -39,7 +39,7 @@ def test_caused_by_links_to_the_cause_and_keeps_the_flow() -> None:
             headers={"x": "y"},
         )
     )
-    follow_up = cause.metadata.caused_by(cause)
+    follow_up = EventMetadata.caused_by(cause)
     assert follow_up == EventMetadata(
         correlation_id="flow-7",
         causation_id=str(cause.event_id),
@@ -51,7 +51,7 @@ def test_caused_by_links_to_the_cause_and_keeps_the_flow() -> None:
 
 def test_caused_by_starts_a_correlation_at_the_first_event() -> None:
     cause = recorded(EventMetadata())
-    assert cause.metadata.caused_by(cause).correlation_id == str(cause.event_id)
+    assert EventMetadata.caused_by(cause).correlation_id == str(cause.event_id)
 
 
 def test_recorded_event_round_trips_with_its_data_type() -> None:

@@ -192,9 +192,40 @@ def test_a_class_newer_than_the_chain_end_is_rejected() -> None:
     registry = EventRegistry()
     registry.register(Deposited)
     registry.add_upcasters(add_currency, to_cents)
-    with pytest.raises(UpcasterChainError, match="upcasters end at version 3"):
+    with pytest.raises(UpcasterChainError, match="missing the link from version 3 to 4"):
         registry.register(Deposited4)
     assert registry.latest("bank.Deposited") is Deposited
+
+    @upcaster("bank.Deposited", from_version=3)
+    def three_to_four(data: dict[str, Any]) -> dict[str, Any]:
+        return data
+
+    registry.register(Deposited4, upcasters=[three_to_four])
+    assert registry.latest("bank.Deposited") is Deposited4
+    assert registry.chain("bank.Deposited", 1) == (add_currency, to_cents, three_to_four)
+
+
+def test_adding_the_same_upcaster_again_does_nothing() -> None:
+    registry = EventRegistry()
+    registry.register(Deposited, upcasters=[add_currency, to_cents])
+    registry.add_upcasters(add_currency, to_cents)
+    assert registry.chain("bank.Deposited", 1) == (add_currency, to_cents)
+
+
+def test_a_failed_registration_registers_none_of_its_classes() -> None:
+    class Opened(Event):
+        event_type = "bank.Opened"
+
+    class Impostor(Event):
+        event_type = "bank.Deposited"
+        event_version = 3
+
+    registry = EventRegistry()
+    registry.register(Deposited)
+    with pytest.raises(DuplicateEventType):
+        registry.register(Opened, Impostor)
+    assert Opened not in registry
+    assert len(registry) == 1
 
 
 def test_a_typed_link_must_produce_the_registered_class() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Generic, TypeVar
 from uuid import UUID
@@ -15,9 +16,8 @@ __all__ = ["EventMetadata", "RecordedEvent"]
 E_co = TypeVar("E_co", bound=Event, covariant=True)
 
 # W3C Trace Context: version-traceid-parentid-flags, lowercase hex.
-Traceparent = Annotated[
-    str, msgspec.Meta(pattern=r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
-]
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+Traceparent = Annotated[str, msgspec.Meta(pattern=f"^{_TRACEPARENT.pattern}$")]
 
 
 class EventMetadata(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -32,8 +32,12 @@ class EventMetadata(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
         tracestate: W3C vendor trace state that goes with ``traceparent``.
         headers: Free-form string headers.
 
-    ``traceparent`` is validated when metadata is decoded, so a malformed value
-    from outside is rejected at the boundary.
+    Values are checked when metadata is built and when it is decoded (strings
+    where strings belong, a W3C ``traceparent``), so metadata that could not be
+    read back is never stored.
+
+    Raises:
+        ValueError: a value has the wrong type or shape.
     """
 
     correlation_id: str | None = None
@@ -44,7 +48,31 @@ class EventMetadata(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     tracestate: str | None = None
     headers: dict[str, str] = msgspec.field(default_factory=dict)
 
-    def caused_by(self, event: RecordedEvent[Event]) -> EventMetadata:
+    def __post_init__(self) -> None:
+        # Values may come from anywhere (headers of an HTTP request...): check them all.
+        fields: dict[str, object] = {
+            name: getattr(self, name)
+            for name in ("correlation_id", "causation_id", "tenant_id", "actor", "tracestate")
+        }
+        for name, value in fields.items():
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"EventMetadata.{name} must be a str, got {type(value).__name__}")
+        traceparent: object = self.traceparent
+        if traceparent is not None and not (
+            isinstance(traceparent, str) and _TRACEPARENT.fullmatch(traceparent)
+        ):
+            raise ValueError(
+                f"EventMetadata.traceparent {traceparent!r} is not W3C trace context "
+                "(version-traceid-parentid-flags in lowercase hex)"
+            )
+        headers: object = self.headers
+        if not isinstance(headers, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+        ):
+            raise ValueError("EventMetadata.headers must map str to str")
+
+    @classmethod
+    def caused_by(cls, event: RecordedEvent[Event]) -> EventMetadata:
         """Return metadata for a message caused by ``event``.
 
         The correlation id carries over (or starts at the cause's event id), the
@@ -52,7 +80,7 @@ class EventMetadata(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
         context carry over; headers do not.
         """
         cause = event.metadata
-        return EventMetadata(
+        return cls(
             correlation_id=cause.correlation_id or str(event.event_id),
             causation_id=str(event.event_id),
             tenant_id=cause.tenant_id,

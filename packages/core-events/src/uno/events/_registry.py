@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import TypeVar
 
@@ -64,87 +64,93 @@ class EventRegistry:
                 alive.append(reference)
         self._listeners = alive
 
-    def register(self, cls: C, /, *more: type[Event]) -> C:
+    def register(self, cls: C, /, *more: type[Event], upcasters: Iterable[Upcaster] = ()) -> C:
         """Register event classes under their ``event_type`` and ``event_version``.
 
         Returns the first class, so this also works as a class decorator.
-        Registering the same class again does nothing.
+        Registering the same class again does nothing. To add a new version of a
+        type that already has upcasters, register the class together with the
+        upcaster that reaches it: ``registry.register(V4, upcasters=[v3_to_v4])``.
+        Either everything given is registered, or nothing is.
 
         Raises:
             EventDefinitionError: a class is not an ``Event`` or declares no ``event_type``.
             DuplicateEventType: another class holds that name and version; names both.
-            UpcasterChainError: a class is newer than the end of its registered chain.
+            UpcasterChainError: a chain would have a missing, duplicated or dangling link.
         """
-        classes: tuple[object, ...] = (cls, *more)
-        for event_class in classes:
-            self._register_one(event_class)
+        self._update((cls, *more), upcasters)
         return cls
-
-    def _register_one(self, cls: object) -> None:
-        if not (isinstance(cls, type) and issubclass(cls, Event)):
-            raise EventDefinitionError(f"only Event subclasses can be registered, got {cls!r}")
-        if cls.is_abstract():
-            raise EventDefinitionError(
-                f"{cls.__qualname__} declares no event_type of its own; add "
-                "event_type = '<context>.<Name>' to the class to make it storable"
-            )
-        key = (cls.event_type, cls.event_version)
-        existing = self._classes.get(key)
-        if existing is cls:
-            return
-        if existing is not None:
-            raise DuplicateEventType(key[0], key[1], existing, cls)
-        chain = self._upcasters.get(key[0])
-        latest = self._latest.get(key[0], 0)
-        if chain and key[1] > latest:
-            raise UpcasterChainError(
-                key[0],
-                f"its upcasters end at version {latest}, so version {key[1]} "
-                f"({cls.__qualname__}) would be unreachable from older versions. Register "
-                "every class of the type before its upcasters, with the upcaster from "
-                f"version {latest} among them.",
-            )
-        self._classes[key] = cls
-        self._identities[cls] = key
-        self._latest[key[0]] = max(latest, key[1])
-        self._changed()
 
     def add_upcasters(self, *upcasters: Upcaster) -> None:
         """Register upcaster chains, checking that each is whole.
 
         Upcasters of several types may be given at once; together with those
         already registered, the links of each type must run without a gap from
-        the oldest one up to the latest registered class.
+        the oldest one up to the latest registered class. Adding an upcaster that
+        is already registered does nothing.
 
         Raises:
             UpcasterChainError: a link is missing, duplicated, goes past the latest
                 registered class, or targets a class other than the registered one.
                 Nothing is registered then.
         """
-        by_type: dict[str, dict[int, Upcaster]] = {}
+        self._update((), upcasters)
+
+    def _update(self, classes: Iterable[object], upcasters: Iterable[Upcaster]) -> None:
+        """Check the registry as it would be with these additions, then make them."""
+        new_classes = dict(self._classes)
+        new_latest = dict(self._latest)
+        new_links = {t: dict(links) for t, links in self._upcasters.items()}
+        touched: set[str] = set()
+        for candidate in classes:
+            cls = _event_class(candidate)
+            key = (cls.event_type, cls.event_version)
+            existing = new_classes.get(key)
+            if existing is cls:
+                continue
+            if existing is not None:
+                raise DuplicateEventType(key[0], key[1], existing, cls)
+            new_classes[key] = cls
+            new_latest[key[0]] = max(new_latest.get(key[0], 0), key[1])
+            touched.add(key[0])
         for link in upcasters:
             if not isinstance(link, Upcaster):
                 raise EventDefinitionError(
                     f"{link!r} is not an upcaster; build one with @upcaster or @typed_upcaster"
                 )
-            links = by_type.setdefault(
-                link.event_type, dict(self._upcasters.get(link.event_type, {}))
-            )
-            if link.from_version in links:
+            links = new_links.setdefault(link.event_type, {})
+            present = links.get(link.from_version)
+            if present is link:
+                continue
+            if present is not None:
                 raise UpcasterChainError(
                     link.event_type,
-                    f"two upcasters from version {link.from_version}: "
-                    f"{links[link.from_version]!r} and {link!r}. Keep one.",
+                    f"two upcasters from version {link.from_version}: {present!r} and {link!r}. "
+                    "Keep one.",
                 )
             links[link.from_version] = link
-        for event_type, links in by_type.items():
-            self._check_chain(event_type, links)
-        for event_type, links in by_type.items():
-            self._upcasters[event_type] = links
+            touched.add(link.event_type)
+        for event_type in touched:
+            chain = new_links.get(event_type)
+            if chain:
+                self._check_chain(event_type, chain, new_classes, new_latest)
+        if not touched:
+            return
+        self._classes = new_classes
+        self._identities.clear()
+        self._identities.update({cls: key for key, cls in new_classes.items()})
+        self._latest = new_latest
+        self._upcasters = new_links
         self._changed()
 
-    def _check_chain(self, event_type: str, links: dict[int, Upcaster]) -> None:
-        latest = self._latest.get(event_type)
+    @staticmethod
+    def _check_chain(
+        event_type: str,
+        links: dict[int, Upcaster],
+        classes: dict[tuple[str, int], type[Event]],
+        latest_versions: dict[str, int],
+    ) -> None:
+        latest = latest_versions.get(event_type)
         if latest is None:
             raise UpcasterChainError(
                 event_type, "no class of this type is registered; register the classes first."
@@ -154,17 +160,20 @@ class EventRegistry:
                 raise UpcasterChainError(
                     event_type,
                     f"missing the link from version {version} to {version + 1}: "
-                    f"an event stored as version {min(links)} could not reach version {latest}.",
+                    f"an event stored as version {min(links)} could not reach version {latest}. "
+                    "Register a new version together with the upcaster that reaches it: "
+                    "registry.register(NewClass, upcasters=[...]).",
                 )
         for version, link in links.items():
             if version >= latest:
                 raise UpcasterChainError(
                     event_type,
                     f"{link!r} goes from version {version} to {version + 1}, past the latest "
-                    f"registered class (version {latest}); register that class first.",
+                    f"registered class (version {latest}); register that class with it: "
+                    "registry.register(NewClass, upcasters=[...]).",
                 )
             target = getattr(link, "target_class", None)
-            registered = self._classes.get((event_type, version + 1))
+            registered = classes.get((event_type, version + 1))
             if target is not None and registered is not None and target is not registered:
                 raise UpcasterChainError(
                     event_type,
@@ -218,3 +227,14 @@ class EventRegistry:
 
     def __len__(self) -> int:
         return len(self._classes)
+
+
+def _event_class(cls: object) -> type[Event]:
+    if not (isinstance(cls, type) and issubclass(cls, Event)):
+        raise EventDefinitionError(f"only Event subclasses can be registered, got {cls!r}")
+    if cls.is_abstract():
+        raise EventDefinitionError(
+            f"{cls.__qualname__} declares no event_type of its own; add "
+            "event_type = '<context>.<Name>' to the class to make it storable"
+        )
+    return cls

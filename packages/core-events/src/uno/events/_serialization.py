@@ -54,7 +54,12 @@ class Serializer(Protocol):
         ...
 
     def decode(self, event_type: str, event_version: int, data: bytes) -> Event:
-        """Return the event of the latest registered version from stored bytes."""
+        """Return the event from stored bytes of type ``event_type`` and ``event_version``.
+
+        An upcaster chain that starts at ``event_version`` brings the event to the
+        latest registered version; without one, the class registered for exactly
+        that version is used.
+        """
         ...
 
     def encode_metadata(self, metadata: EventMetadata) -> bytes:
@@ -108,8 +113,15 @@ class _MsgspecSerializer:
             raise _decode_error(event_type, event_version, exc) from exc
 
     def encode_metadata(self, metadata: EventMetadata) -> bytes:
-        """Return the bytes of ``metadata``."""
-        return self._encode(metadata)
+        """Return the bytes of ``metadata``.
+
+        Raises:
+            EventEncodeError: a header or id holds a value the codec cannot encode.
+        """
+        try:
+            return self._encode(metadata)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise EventEncodeError("uno.EventMetadata", 1, str(exc)) from exc
 
     def decode_metadata(self, data: bytes) -> EventMetadata:
         """Return metadata from bytes made by ``encode_metadata``.

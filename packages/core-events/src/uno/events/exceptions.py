@@ -132,10 +132,14 @@ class EventEncodeError(SerializationError):
         self.event_type = event_type
         self.version = version
         self.reason = reason
-        super().__init__(
-            f"Cannot encode {event_type!r} version {version}: {reason}. Use field types "
-            "that msgspec supports (builtins, datetime, UUID, Decimal, enums, Structs)."
-        )
+        if "serialize ints" in reason:
+            hint = "MessagePack holds integers up to 64 bits: use JSON, or a Decimal field"
+        else:
+            hint = (
+                "give every field a type msgspec supports (builtins, datetime, UUID, Decimal, "
+                "enums, Structs) and values of that type"
+            )
+        super().__init__(f"Cannot encode {event_type!r} version {version}: {reason}. Fix: {hint}.")
 
 
 class UnknownEventType(SerializationError):
@@ -147,7 +151,12 @@ class UnknownEventType(SerializationError):
         self.event_type = event_type
         self.version = version
         self.known_versions = known_versions
-        if known_versions:
+        if known_versions and version > max(known_versions):
+            hint = (
+                f"it was written by a newer release (latest registered: {max(known_versions)}); "
+                f"deploy the code that defines version {version}"
+            )
+        elif known_versions:
             hint = (
                 f"registered versions are {', '.join(map(str, known_versions))}: register "
                 f"an upcaster chain starting at version {version}, or the class of that version"
@@ -180,8 +189,9 @@ class EventDecodeError(SerializationError):
         at = f" at global position {position}" if position is not None else ""
         super().__init__(
             f"Cannot decode {event_type!r} version {version}{at}{where}: {reason}. "
-            "The stored data does not match the class: register an upcaster for the old "
-            "shape, or fix the class definition."
+            "The data does not match the class that reads it: if the class changed, raise its "
+            "event_version and register an upcaster from the stored version; if an upcaster "
+            "produced it, fix the upcaster."
         )
 
 
