@@ -21,4 +21,9 @@ def test_bank_demo_runs_and_shows_upcasting() -> None:
     assert "currency='EUR'" in out  # version 1 data, upcast with the assumed currency
     assert "amount=Decimal('10.10')" in out  # then to an exact decimal
     assert "'events.unknown_event_type'" in out
-    assert out.rstrip().endswith("old versions upcast on read.")
+    assert "old versions upcast on read." in out
+    assert "a retry wrote nothing: True" in out
+    assert "versions [3, 2]" in out  # the transfer reached both streams
+    assert "Ada 70, Bob 30" in out  # the projection, from the global log
+    assert "['100', '-30', '30']" in out
+    assert out.rstrip().endswith("done.")

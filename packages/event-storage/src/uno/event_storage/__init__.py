@@ -18,6 +18,7 @@ from uno.event_storage._opening import (
 )
 from uno.event_storage._subscription import PollingSubscription
 from uno.event_storage.memory import InMemoryEventStore
+from uno.event_storage.sqlite import SQLiteEventStore, SQLiteTransaction
 
 __all__ = [
     "BACKENDS_GROUP",
@@ -27,6 +28,8 @@ __all__ = [
     "EventStoreBase",
     "InMemoryEventStore",
     "PollingSubscription",
+    "SQLiteEventStore",
+    "SQLiteTransaction",
     "exceptions",
     "installed_backends",
     "open_event_store",
