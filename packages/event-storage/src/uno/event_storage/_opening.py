@@ -8,7 +8,7 @@ from importlib.metadata import entry_points
 from typing import Any, Protocol
 
 from uno.event_storage.exceptions import StoreConfigurationError, UnknownBackend
-from uno.events import EventRegistry, EventStore
+from uno.events import CheckpointStore, EventRegistry, EventStore, SnapshotStore
 
 __all__ = [
     "BACKENDS_GROUP",
@@ -21,8 +21,8 @@ __all__ = [
 BACKENDS_GROUP = "uno.event_storage.backends"
 
 
-class ClosableEventStore(EventStore, Protocol):
-    """An event store that can be closed (what a backend's ``from_url`` returns)."""
+class ClosableEventStore(EventStore, SnapshotStore, CheckpointStore, Protocol):
+    """What a backend's ``from_url`` returns: events, snapshots, checkpoints, and ``close``."""
 
     async def close(self) -> None:
         """Release the store's resources."""
