@@ -521,7 +521,7 @@ class EventStoreContract:
         assert await store.stream_version("race") == 2
 
     async def test_writers_and_subscribers_agree_on_the_log(self, store: EventStore) -> None:
-        report = await run_concurrent_writers(store, writers=8, appends_per_writer=15, seed=1)
+        report = await run_concurrent_writers(store, writers=16, appends_per_writer=10, seed=1)
         report.check()
 
 
@@ -572,7 +572,7 @@ class TransactionalStoreContract:
         self, store: TransactionalStore
     ) -> None:
         plain: Any = store
-        report = await run_concurrent_writers(plain, writers=8, appends_per_writer=15, seed=2)
+        report = await run_concurrent_writers(plain, writers=16, appends_per_writer=10, seed=2)
         assert report.rolled_back, "no transaction was rolled back"
         report.check()
 
