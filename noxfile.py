@@ -126,14 +126,20 @@ def typecheck(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Compare uno with its peers and a hand-written baseline; update docs/benchmarks.md."""
-    session.install("-e", _with_extras("core-events"), "eventsourcing>=9.3")
+    session.install(
+        "-e",
+        _with_extras("core-events"),
+        "-e",
+        "packages/event-storage[postgres]",
+        "eventsourcing[postgres]>=9.3",
+    )
     session.run("python", "-m", "benchmarks", *session.posargs)
 
 
 @nox.session
 def demo(session: nox.Session) -> None:
     """Run the example service on the embedded default."""
-    session.install("-e", _with_extras("core-events"))
+    session.install("-e", _with_extras("core-events"), "-e", "packages/event-storage")
     session.run("python", "examples/bank/demo.py")
 
 

@@ -7,11 +7,12 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from benchmarks import serialization
+from benchmarks import event_storage, serialization
 from benchmarks._harness import Settings, write_section
 
 BENCHMARKS: dict[str, Callable[[Settings], str]] = {
     "serialization": serialization.run,
+    "event_storage": event_storage.run,
 }
 """Every benchmark by the name of its section; each returns its markdown."""
 
