@@ -27,7 +27,7 @@ from uno.event_storage.testing import (
     contract_registry,
     run_concurrent_writers,
 )
-from uno.events import EventRegistry, NewEvent
+from uno.events import EventRegistry, NewEvent, WrongExpectedVersion
 from uno.events.exceptions import EventDecodeError
 
 
@@ -319,3 +319,70 @@ async def test_an_open_transaction_elsewhere_delays_readers_but_nothing_is_skipp
         await other.rollback()
     events = [e async for e in store.read_all()]
     assert [e.global_position for e in events] == [result.global_position]
+
+
+@pytest.mark.anyio
+async def test_closing_a_bound_store_leaves_the_parent_working(store: PostgresEventStore) -> None:
+    async with store.transaction() as tx:
+        await tx.append("s", [MoneyDeposited(amount=1)])
+        await tx.close()
+    async with store.subscribe() as subscription:
+        with anyio.fail_after(5):
+            async for event in subscription:
+                assert event.stream_id == "s"
+                break
+
+
+@pytest.mark.anyio
+async def test_the_task_holding_a_transaction_cannot_deadlock_itself(
+    store: PostgresEventStore,
+) -> None:
+    async with store.transaction() as tx:
+        await tx.append("x", [MoneyDeposited(amount=1)])
+        with pytest.raises(StoreConfigurationError, match="append through the"):
+            await store.append("x", [MoneyDeposited(amount=2)])
+        with pytest.raises(StoreConfigurationError, match="do not nest"):
+            async with tx.transaction():
+                pass
+    assert len(await store.read_stream("x")) == 1
+
+
+@pytest.mark.anyio
+async def test_a_failed_step_leaves_a_transaction_that_can_only_roll_back(
+    store: PostgresEventStore,
+) -> None:
+    await store.append("s", [MoneyDeposited(amount=1)])
+    with pytest.raises(StoreConfigurationError, match="roll"):
+        async with store.transaction() as tx:
+            with pytest.raises(WrongExpectedVersion):
+                await tx.append("s", [MoneyDeposited(amount=2)], expected_version=0)
+            await tx.append("t", [MoneyDeposited(amount=3)])
+    assert await store.read_stream("t") == []
+
+
+@pytest.mark.anyio
+async def test_a_closed_store_says_so(
+    registry: EventRegistry, schema: str, postgres_url: str
+) -> None:
+    store = await open_store(postgres_url, registry, schema, auto_migrate=True)
+    await store.close()
+    with pytest.raises(StoreConfigurationError, match="closed"):
+        await store.append("s", [MoneyDeposited(amount=1)])
+
+
+@pytest.mark.anyio
+async def test_server_options_in_the_url_are_kept(
+    registry: EventRegistry, schema: str, postgres_url: str
+) -> None:
+    url = f"{postgres_url}?options=-c%20application_name%3Duno-options-test"
+    async with await open_store(url, registry, schema, auto_migrate=True) as store:
+        await store.append("s", [MoneyDeposited(amount=1)])
+        (event,) = await store.read_stream("s")
+        assert event.recorded_at.utcoffset() is not None
+        async with store._pool.connection() as conn:
+            row = await (
+                await conn.execute("SELECT current_setting('application_name')")
+            ).fetchone()
+            zone = await (await conn.execute("SELECT current_setting('TimeZone')")).fetchone()
+        assert row == ("uno-options-test",)
+        assert zone == ("UTC",)

@@ -316,7 +316,8 @@ class TransactionOrderConflict(EventStoreError):
         super().__init__(
             f"Another transaction appended to {stream_id!r} after this transaction began "
             "writing, so this append would break the stream's order in the global log. "
-            "Nothing was written: retry the whole transaction, and append before other writes."
+            "Nothing was written: retry the whole transaction, and make one append_streams "
+            "call, covering every stream, its first write."
         )
 
 

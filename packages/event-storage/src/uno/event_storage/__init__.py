@@ -8,7 +8,16 @@
 """
 
 from uno.event_storage import exceptions
-from uno.event_storage._core import DEFAULT_MAX_EVENT_SIZE, EventStoreBase
+from uno.event_storage._core import (
+    DEFAULT_MAX_EVENT_SIZE,
+    EventStoreBase,
+    PreparedAppend,
+    PreparedEvent,
+    Row,
+    StoredId,
+    check_expected_version,
+    idempotent_result,
+)
 from uno.event_storage._opening import (
     BACKENDS_GROUP,
     Backend,
@@ -28,9 +37,15 @@ __all__ = [
     "EventStoreBase",
     "InMemoryEventStore",
     "PollingSubscription",
+    "PreparedAppend",
+    "PreparedEvent",
+    "Row",
     "SQLiteEventStore",
     "SQLiteTransaction",
+    "StoredId",
+    "check_expected_version",
     "exceptions",
+    "idempotent_result",
     "installed_backends",
     "open_event_store",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import copy
 import logging
 from collections.abc import AsyncIterator, Coroutine, Iterator
@@ -19,6 +20,7 @@ import anyio
 import psycopg
 import psycopg_pool
 from psycopg import AsyncConnection, sql
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import TupleRow
 
 from uno.event_storage._core import (
@@ -34,6 +36,7 @@ from uno.event_storage._postgres_schema import (
     Names,
     migration_lock_key,
 )
+from uno.event_storage._subscription import Notifier
 from uno.event_storage.exceptions import (
     DuplicateEventId,
     SchemaNotMigrated,
@@ -65,7 +68,7 @@ _UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.P
 
 
 class PostgresEventStore(EventStoreBase):
-    """An event store in PostgreSQL (12 or newer).
+    """An event store in PostgreSQL (13 or newer).
 
     Open it with ``open_event_store("postgresql://user@host/db", registry=...)``
     or ``await PostgresEventStore.from_url(...)``. Writers to different streams
@@ -109,6 +112,7 @@ class PostgresEventStore(EventStoreBase):
         self._announcer: asyncio.Task[None] | None = None
         self._announce_again = False
         self._sql = _Statements(self.names)
+        self._locked: set[str] = set()  # streams a bound store's transaction has locked
         # LISTEN needs a connection of its own, outside the pool.
         self._conninfo = pool.conninfo if isinstance(pool.conninfo, str) else ""
 
@@ -145,13 +149,16 @@ class PostgresEventStore(EventStoreBase):
                 f"{pool_min_size} and {pool_max_size}"
             )
         conninfo = "postgresql://" + url.partition("://")[2]
+        # Keep the URL's own server options, and read timestamps in UTC.
+        given = conninfo_to_dict(conninfo).get("options")
+        server_options = f"{given} -c TimeZone=UTC" if given else "-c TimeZone=UTC"
         pool: psycopg_pool.AsyncConnectionPool[Any] = psycopg_pool.AsyncConnectionPool(
             conninfo,
             min_size=pool_min_size,
             max_size=pool_max_size,
             open=False,
             timeout=connect_timeout,
-            kwargs={"autocommit": True, "prepare_threshold": 0, "options": "-c TimeZone=UTC"},
+            kwargs={"autocommit": True, "prepare_threshold": 0, "options": server_options},
             name="uno.event_storage",
         )
         try:
@@ -267,11 +274,26 @@ class PostgresEventStore(EventStoreBase):
         Everything done through the yielded store, and through its
         ``connection`` (read models, outbox rows...), commits together when the
         block ends, or rolls back if it raises. An error inside the block leaves
-        the transaction aborted: let it propagate.
+        the transaction aborted: let it propagate. Inside the block, append to a
+        stream the transaction already appended to only through the yielded
+        store: the task's own append through the outer store would wait for this
+        transaction's lock forever, so it is refused.
+
+        Raises:
+            StoreConfigurationError: called on a bound store (transactions do not nest).
         """
+        if self._bound is not None:
+            raise StoreConfigurationError(
+                "transactions do not nest: use the bound store you already have"
+            )
         with self._translated():
             async with self._pool.connection() as conn, conn.transaction():
-                yield self._bind(conn)
+                bound = self._bind(conn)
+                token = _open_transaction.set((self, bound._locked))
+                try:
+                    yield bound
+                finally:
+                    _open_transaction.reset(token)
         self._committed()
 
     def using(self, connection: AsyncConnection[Any]) -> PostgresEventStore:
@@ -293,6 +315,8 @@ class PostgresEventStore(EventStoreBase):
         bound._bound = connection
         bound._owns_pool = False
         bound._listener = bound._announcer = None
+        bound._notifier = Notifier()  # closing the bound store must not end the parent's reads
+        bound._locked = set()
         return bound
 
     @property
@@ -307,6 +331,10 @@ class PostgresEventStore(EventStoreBase):
     # -- writing ---------------------------------------------------------------
 
     async def _write(self, appends: list[PreparedAppend]) -> list[AppendResult]:
+        if self._bound is None:
+            self._refuse_self_deadlock(appends)
+        else:
+            self._locked.update(append.stream_id for append in appends)
         # A cancelled append still finishes (or fails) as a whole before the
         # cancellation is delivered, so the connection returns to the pool clean.
         results: list[AppendResult] = []
@@ -325,6 +353,18 @@ class PostgresEventStore(EventStoreBase):
                 )
                 results.extend([await self._append_one(conn, append) for append in appends])
         return results
+
+    def _refuse_self_deadlock(self, appends: list[PreparedAppend]) -> None:
+        """Refuse an append that would wait for a stream lock held by this task's transaction."""
+        open_transaction = _open_transaction.get()
+        if open_transaction is None or open_transaction[0] is not self:
+            return
+        held = open_transaction[1].intersection(a.stream_id for a in appends)
+        if held:
+            raise StoreConfigurationError(
+                f"this task's open transaction holds {min(held)!r}: append through the "
+                "store that store.transaction() yielded (this append would wait for it forever)"
+            )
 
     async def _append_one(
         self, conn: AsyncConnection[TupleRow], append: PreparedAppend
@@ -620,6 +660,13 @@ def _translated(pool: psycopg_pool.AsyncConnectionPool[Any] | None = None) -> It
     """
     try:
         yield
+    except psycopg_pool.PoolClosed as exc:
+        raise StoreConfigurationError("the event store is closed; open it again") from exc
+    except psycopg.errors.InFailedSqlTransaction as exc:
+        raise StoreConfigurationError(
+            "an earlier statement of this transaction failed, so PostgreSQL refuses the rest: "
+            "leave the transaction block (it rolls back) and retry the whole unit of work"
+        ) from exc
     except _UNAVAILABLE as exc:
         if pool is not None and not pool.closed:
             _background(pool.check())
@@ -627,6 +674,10 @@ def _translated(pool: psycopg_pool.AsyncConnectionPool[Any] | None = None) -> It
 
 
 _tasks: set[asyncio.Task[None]] = set()
+# The store whose transaction this task has open, and the streams that transaction locked.
+_open_transaction: contextvars.ContextVar[tuple[PostgresEventStore, set[str]] | None] = (
+    contextvars.ContextVar("uno_event_storage_open_transaction", default=None)
+)
 
 
 def _background(work: Coroutine[Any, Any, None]) -> None:

@@ -13,7 +13,9 @@ store built with the ``registry`` fixture::
             async with open_event_store("mine://...", registry=registry) as store:
                 yield store
 
-Every test then runs against it, unchanged (pytest with the anyio plugin; the
+Bad arguments (no events, a negative limit, a malformed expected version)
+must raise ``ValueError`` or a subclass (uno's ``StoreConfigurationError`` is
+one). Every test then runs against it, unchanged (pytest with the anyio plugin; the
 ``[testing]`` extra installs what the kit needs). A store that has a
 ``transaction()`` method also runs the tests of appends inside rolled-back
 transactions.
@@ -35,7 +37,6 @@ from uno.event_storage.exceptions import (
     DuplicateEventId,
     EventTooLarge,
     InvalidStreamId,
-    StoreConfigurationError,
     StreamDeleted,
     WrongExpectedVersion,
 )
@@ -228,7 +229,7 @@ class EventStoreContract:
         assert await _all(store) == []
 
     async def test_an_append_needs_events(self, store: EventStore) -> None:
-        with pytest.raises(StoreConfigurationError):
+        with pytest.raises(ValueError):
             await store.append("s", [])
 
     async def test_multi_stream_append_is_atomic(self, store: EventStore) -> None:
@@ -250,7 +251,7 @@ class EventStoreContract:
         )
         assert [(r.stream_id, r.stream_version) for r in results] == [("a", 2), ("b", 2)]
         assert len(await _all(store)) == 4
-        with pytest.raises(StoreConfigurationError):
+        with pytest.raises(ValueError):
             await store.append_streams([StreamAppend(stream_id="a", events=_deposits(1))] * 2)
         assert await store.append_streams([]) == []
 
@@ -447,7 +448,7 @@ class EventStoreContract:
 
     async def test_bad_expected_versions_are_rejected(self, store: EventStore) -> None:
         for bad in (-1, "1", 1.0, True, None):
-            with pytest.raises(StoreConfigurationError):
+            with pytest.raises(ValueError):
                 await store.append("s", _deposits(1), expected_version=bad)  # type: ignore[arg-type]
         assert await _all(store) == []
 
