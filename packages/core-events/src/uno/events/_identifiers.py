@@ -6,7 +6,7 @@ import os
 import random
 import threading
 import time
-from uuid import UUID
+from uuid import UUID, SafeUUID
 
 __all__ = ["uuid7"]
 
@@ -20,6 +20,8 @@ _random = random.Random()  # noqa: S311 - uniqueness, not secrecy, is needed her
 os.register_at_fork(after_in_child=_random.seed)
 
 _lock = threading.Lock()
+_new_object = object.__new__
+_set_attribute = object.__setattr__
 _last_ms = -1
 _counter = 0
 
@@ -54,4 +56,8 @@ def uuid7() -> UUID:
         | (counter & 0x3FFF_FFFF) << 32
         | random_tail
     )
-    return UUID(int=value)
+    # UUID(int=...) re-checks a value built here to be in range: skip its checks.
+    uuid = _new_object(UUID)
+    _set_attribute(uuid, "int", value)
+    _set_attribute(uuid, "is_safe", SafeUUID.unknown)
+    return uuid

@@ -37,6 +37,7 @@ from uno.events import (
     Snapshot,
     StreamAppend,
     StreamState,
+    uuid7,
     validate_stream_id,
 )
 from uno.events.exceptions import (
@@ -266,19 +267,24 @@ class EventStoreBase(abc.ABC):
         prepared: list[PreparedEvent] = []
         ids: set[UUID] = set()
         for item in events:
-            new = item if isinstance(item, NewEvent) else NewEvent(data=item)
-            data = serializer.encode(new.data)
-            cls = type(new.data)
-            metadata = (
-                b"" if new.metadata == _EMPTY_METADATA else serializer.encode_metadata(new.metadata)
-            )
+            if isinstance(item, NewEvent):
+                event, event_id = item.data, item.event_id
+                metadata = (
+                    b""
+                    if item.metadata == _EMPTY_METADATA
+                    else serializer.encode_metadata(item.metadata)
+                )
+            else:
+                event, event_id, metadata = item, uuid7(), b""
+            data = serializer.encode(event)
+            cls = type(event)
             if len(data) + len(metadata) > limit:
                 raise EventTooLarge(stream_id, cls.event_type, len(data) + len(metadata), limit)
-            if new.event_id in ids:
-                raise DuplicateEventId(stream_id, [new.event_id])
-            ids.add(new.event_id)
+            if event_id in ids:
+                raise DuplicateEventId(stream_id, [event_id])
+            ids.add(event_id)
             prepared.append(
-                PreparedEvent(new.event_id, cls.event_type, cls.event_version, data, metadata)
+                PreparedEvent(event_id, cls.event_type, cls.event_version, data, metadata)
             )
         return PreparedAppend(stream_id, expected, prepared)
 

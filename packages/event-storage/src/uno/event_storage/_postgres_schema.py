@@ -133,6 +133,7 @@ CREATE OR REPLACE FUNCTION {append}(
 ) LANGUAGE plpgsql AS $fn$
 DECLARE
     n integer := cardinality(p_ids);
+    inserted integer := 0;
     stored integer;
     stored_here integer;
     deleted_as text;
@@ -145,21 +146,6 @@ BEGIN
     -- is newer than that of every append to the stream that committed before.
     PERFORM pg_advisory_xact_lock(hashtextextended(p_stream, 7));
 
-    SELECT count(*), count(*) FILTER (WHERE e.stream_id = p_stream),
-           max(e.stream_version), max(e.global_position)
-      INTO stored, stored_here, current_version, last_position
-      FROM {events} e WHERE e.event_id = ANY (p_ids);
-    IF stored > 0 THEN
-        IF stored = n AND stored_here = n THEN
-            stream_version := current_version;
-            global_position := last_position;
-            RETURN;
-        END IF;
-        RAISE EXCEPTION USING ERRCODE = '{duplicate_event_id}', MESSAGE = (
-            SELECT string_agg(e.event_id::text, ',') FROM {events} e WHERE e.event_id = ANY (p_ids)
-        );
-    END IF;
-
     SELECT s.deleted INTO deleted_as FROM {streams} s WHERE s.stream_id = p_stream;
     IF deleted_as IS NOT NULL THEN
         RAISE EXCEPTION USING ERRCODE = '{stream_deleted}', MESSAGE = deleted_as;
@@ -169,31 +155,55 @@ BEGIN
       FROM {events} e WHERE e.stream_id = p_stream
      ORDER BY e.stream_version DESC LIMIT 1;
     current_version := coalesce(current_version, 0);
-    IF (p_expected_state = 'no_stream' AND current_version <> 0)
-       OR (p_expected_state = 'stream_exists' AND current_version = 0)
-       OR (p_expected_state = 'exact' AND current_version <> p_expected) THEN
-        RAISE EXCEPTION USING ERRCODE = '{wrong_expected_version}', MESSAGE = current_version::text;
+
+    IF NOT ((p_expected_state = 'no_stream' AND current_version <> 0)
+            OR (p_expected_state = 'stream_exists' AND current_version = 0)
+            OR (p_expected_state = 'exact' AND current_version <> p_expected)) THEN
+        base := pg_current_xact_id()::text::bigint << {bits};
+        seq := coalesce(nullif(current_setting('uno.event_sequence', true), ''), '0')::integer;
+        IF seq + n > (1 << {bits}) THEN
+            RAISE EXCEPTION USING ERRCODE = '{too_many_events}', MESSAGE = (1 << {bits})::text;
+        END IF;
+        PERFORM set_config('uno.event_sequence', (seq + n)::text, true);
+        IF last_position IS NOT NULL AND base + seq <= last_position THEN
+            RAISE EXCEPTION USING ERRCODE = '{transaction_order_conflict}', MESSAGE = p_stream;
+        END IF;
+
+        INSERT INTO {events} AS e (global_position, stream_id, stream_version, event_id,
+                                   event_type, event_version, data, metadata)
+        SELECT base + seq + u.ord - 1, p_stream, current_version + u.ord::integer, u.id,
+               u.type, u.version, u.data, u.metadata
+          FROM unnest(p_ids, p_types, p_versions, p_data, p_metadata)
+               WITH ORDINALITY AS u(id, type, version, data, metadata, ord)
+        ON CONFLICT (event_id) DO NOTHING;
+        GET DIAGNOSTICS inserted = ROW_COUNT;
+        IF inserted = n THEN
+            stream_version := current_version + n;
+            global_position := base + seq + n - 1;
+            RETURN;
+        END IF;
     END IF;
 
-    base := pg_current_xact_id()::text::bigint << {bits};
-    seq := coalesce(nullif(current_setting('uno.event_sequence', true), ''), '0')::integer;
-    IF seq + n > (1 << {bits}) THEN
-        RAISE EXCEPTION USING ERRCODE = '{too_many_events}', MESSAGE = (1 << {bits})::text;
+    -- The stream is elsewhere, or some ids are stored already (looked up only
+    -- now, off the common path): a retry of an append stored whole succeeds.
+    SELECT count(*), count(*) FILTER (WHERE e.stream_id = p_stream),
+           max(e.stream_version), max(e.global_position)
+      INTO stored, stored_here, stream_version, global_position
+      FROM {events} e
+     WHERE e.event_id = ANY (p_ids)
+       AND (base IS NULL OR e.global_position NOT BETWEEN base + seq AND base + seq + n - 1);
+    IF stored = n AND stored_here = n THEN
+        RETURN;
     END IF;
-    PERFORM set_config('uno.event_sequence', (seq + n)::text, true);
-    IF last_position IS NOT NULL AND base + seq <= last_position THEN
-        RAISE EXCEPTION USING ERRCODE = '{transaction_order_conflict}', MESSAGE = p_stream;
+    IF stored > 0 THEN
+        -- Raising undoes this call's inserts too.
+        RAISE EXCEPTION USING ERRCODE = '{duplicate_event_id}', MESSAGE = (
+            SELECT string_agg(e.event_id::text, ',') FROM {events} e
+             WHERE e.event_id = ANY (p_ids)
+               AND (base IS NULL OR e.global_position NOT BETWEEN base + seq AND base + seq + n - 1)
+        );
     END IF;
-
-    INSERT INTO {events} AS e (global_position, stream_id, stream_version, event_id,
-                               event_type, event_version, data, metadata)
-    SELECT base + seq + u.ord - 1, p_stream, current_version + u.ord::integer, u.id,
-           u.type, u.version, u.data, u.metadata
-      FROM unnest(p_ids, p_types, p_versions, p_data, p_metadata)
-           WITH ORDINALITY AS u(id, type, version, data, metadata, ord);
-
-    stream_version := current_version + n;
-    global_position := base + seq + n - 1;
+    RAISE EXCEPTION USING ERRCODE = '{wrong_expected_version}', MESSAGE = current_version::text;
 END
 $fn$;
 """
