@@ -315,7 +315,7 @@ class EventStoreBase(abc.ABC):
             rows = await self._read_stream(
                 stream_id, from_version, direction is Direction.BACKWARDS, limit
             )
-        return [self._decode(row) for row in rows]
+        return self._decode(rows)
 
     async def read_all(
         self,
@@ -338,8 +338,8 @@ class EventStoreBase(abc.ABC):
         while True:
             with self._telemetry.read("read_all", None):
                 rows, scanned_to = await self._read_all(position, batch_size, types, stream_prefix)
-            for row in rows:
-                yield self._decode(row)
+            for event in self._decode(rows):
+                yield event
             if scanned_to is None:
                 return
             position = scanned_to
@@ -358,31 +358,40 @@ class EventStoreBase(abc.ABC):
         version = await self._stream_version(stream_id)
         return version or None
 
-    def _decode(self, row: Row) -> RecordedEvent[Event]:
-        serializer = self.serializer
+    def _decode(self, rows: Sequence[Row]) -> list[RecordedEvent[Event]]:
+        """Turn rows (or plain tuples in ``Row``'s column order) into recorded events.
+
+        The hot path of every read: it binds what it calls once per batch.
+        """
+        decode = self.serializer.decode
+        decode_metadata = self.serializer.decode_metadata
+        recorded = RecordedEvent
+        empty = _EMPTY_METADATA
+        events: list[RecordedEvent[Event]] = []
+        append = events.append
+        row: Sequence[Any] = ()
         try:
-            data = serializer.decode(row.event_type, row.event_version, row.data)
-            metadata = serializer.decode_metadata(row.metadata) if row.metadata else _EMPTY_METADATA
+            for row in rows:
+                data = decode(row[5], row[6], row[7])
+                cls = type(data)
+                append(
+                    recorded(
+                        event_id=row[0],
+                        stream_id=row[1],
+                        stream_version=row[2],
+                        global_position=row[3],
+                        recorded_at=row[4],
+                        event_type=cls.event_type,
+                        event_version=cls.event_version,
+                        data=data,
+                        metadata=decode_metadata(row[8]) if row[8] else empty,
+                    )
+                )
         except EventDecodeError as exc:
             raise EventDecodeError(
-                exc.event_type,
-                exc.version,
-                exc.reason,
-                field=exc.field,
-                position=row.global_position,
+                exc.event_type, exc.version, exc.reason, field=exc.field, position=row[3]
             ) from exc
-        cls = type(data)
-        return RecordedEvent(
-            event_id=row.event_id,
-            stream_id=row.stream_id,
-            stream_version=row.stream_version,
-            global_position=row.global_position,
-            recorded_at=row.recorded_at,
-            event_type=cls.event_type,
-            event_version=cls.event_version,
-            data=data,
-            metadata=metadata,
-        )
+        return events
 
     # -- deletion and metadata -------------------------------------------------
 

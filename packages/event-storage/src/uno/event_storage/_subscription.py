@@ -82,10 +82,9 @@ class PollingSubscription:
         while not self._stopping():
             ticket = store._notifier.ticket
             rows, scanned_to = await store._read_all(self._after, self._batch_size, None, None)
-            for row in rows:
+            for event in store._decode(rows):
                 if self._stopping():  # closed while the consumer handled an event
                     return
-                event = store._decode(row)
                 self._after = event.global_position
                 yield event
             if scanned_to is not None:

@@ -435,11 +435,17 @@ class PostgresEventStore(EventStoreBase):
                 cursor = await conn.execute(
                     query, {"id": stream_id, "v": from_version, "limit": limit}, binary=True
                 )
-                rows = await cursor.fetchall()
-        deleted = rows[0][0]
+                # Row's columns, then the stream's deletion state (ignored by _decode).
+                rows: list[Any] = await cursor.fetchall()
+                if rows:
+                    deleted = rows[0][9]
+                else:  # no events: the stream may still be a tombstone
+                    cursor = await conn.execute(self._sql.deleted, [stream_id])
+                    found = await cursor.fetchone()
+                    deleted = found[0] if found else None
         if deleted is not None:
             raise StreamDeleted(stream_id, hard=deleted == "hard")
-        return [Row(*row[1:]) for row in rows if row[1] is not None]
+        return rows
 
     async def _read_all(
         self,
@@ -458,8 +464,9 @@ class PostgresEventStore(EventStoreBase):
         with self._translated():
             async with self._connection() as conn:
                 cursor = await conn.execute(query, params, binary=True)
-                rows = [Row(*row) for row in await cursor.fetchall()]
-        return rows, (rows[-1].global_position if len(rows) == limit else None)
+                # Plain tuples in Row's column order: _decode reads them by index.
+                rows: list[Any] = await cursor.fetchall()
+        return rows, (rows[-1][3] if len(rows) == limit else None)
 
     async def _stream_version(self, stream_id: str) -> int:
         with self._translated():
@@ -582,13 +589,12 @@ class _Statements:
             "(%s, %s, %s, %b::uuid[], %b::text[], %b::integer[], %b::bytea[], %b::bytea[])"
         )
         stream = (
-            "SELECT s.deleted, e.* FROM (SELECT 1) AS one "
-            "LEFT JOIN {streams} AS s ON s.stream_id = %(id)s "
-            "LEFT JOIN LATERAL (SELECT " + _ROW_COLUMNS + " FROM {events} "
+            "SELECT " + _ROW_COLUMNS + ", "
+            "(SELECT deleted FROM {streams} WHERE stream_id = %(id)s) FROM {events} "
             "WHERE stream_id = %(id)s AND stream_version {op} %(v)s "
-            "ORDER BY stream_version {order} LIMIT %(limit)s) AS e ON true "
-            "ORDER BY e.stream_version {order}"
+            "ORDER BY stream_version {order} LIMIT %(limit)s"
         )
+        self.deleted = r("SELECT deleted FROM {streams} WHERE stream_id = %s")
         self.read_stream_forwards = r(stream.replace("{op}", ">=").replace("{order}", "ASC"))
         self.read_stream_backwards = r(stream.replace("{op}", "<=").replace("{order}", "DESC"))
         self._read_all = {
