@@ -484,11 +484,12 @@ append for latency.
 One database file per contender in a temporary directory, in WAL mode with
 `synchronous=NORMAL` for everyone: uno's default, set by hand on the raw
 connection and on eventsourcing's (whose default is `FULL`). uno's store runs
-every write on its writer thread while the caller awaits, so each append pays
-a hand-off to that thread and back, which the blocking contenders do not; the
-"{HAND_OFF}" row times just that round trip. Its cost depends on the
-machine's load: on this 2-core virtual machine it is about 15 µs while the
-other core is busy, and up to about 90 µs while it sleeps and must be woken.
+an append of up to 128 events on the event loop when nothing can make it wait
+(no fsync, no lock wait: see the event store guide), and otherwise on its
+writer thread, which costs a hand-off there and back; the "{HAND_OFF}" row
+times just that round trip, which depends on the machine's load: on this
+2-core virtual machine about 15 µs while the other core is busy, and up to
+about 90 µs while it sleeps and must be woken.
 
 {_results_table(sqlite)}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import closing
 from pathlib import Path
@@ -187,6 +188,7 @@ async def test_a_relative_url_is_relative_to_the_working_directory(
         {"busy_timeout": -1},
         {"readers": 0},
         {"scan_window": 0},
+        {"inline_events": -1},
     ],
 )
 async def test_bad_options_are_refused(
@@ -499,3 +501,189 @@ async def test_sixteen_writers_with_rollbacks_and_subscribers_agree_on_the_log(
     assert report.rolled_back
     assert report.conflicts
     report.check()
+
+
+# -- the inline fast path -----------------------------------------------------------
+
+
+def wal_size(db: Path) -> int:
+    """Return the size of the database's WAL file, in bytes."""
+    return Path(f"{db}-wal").stat().st_size
+
+
+def handed_off(store: SQLiteEventStore) -> int:
+    """Count the work sent to the writer thread so far: an inline append sends none."""
+    return store._writer.sent
+
+
+async def test_small_appends_run_inline_and_large_ones_on_the_writer_thread(
+    db: Path, registry: EventRegistry
+) -> None:
+    async with await open_store(db, registry, inline_events=3) as store:
+        await store.append("s", deposits(1))  # the writer thread primes the WAL after it
+        await anyio.sleep(0.05)
+        before = handed_off(store)
+        for n in range(20):
+            await store.append("s", deposits(1, n), expected_version=n + 1)
+        await store.append_streams(
+            [
+                StreamAppend(stream_id="s", events=deposits(2)),
+                StreamAppend(stream_id="t", events=deposits(1)),
+            ]
+        )
+        assert handed_off(store) == before
+        await store.append("s", deposits(4))  # more events than inline_events
+        assert handed_off(store) == before + 1
+        await store.append("s", [MoneyDeposited(amount=n, note="x" * 200_000) for n in range(2)])
+        assert handed_off(store) == before + 2  # more than 256 KiB
+        assert await store.stream_version("s") == 29
+
+
+@pytest.mark.parametrize("options", [{"synchronous": "FULL"}, {"inline_events": 0}])
+async def test_without_the_inline_path_every_write_goes_to_the_writer_thread(
+    db: Path, registry: EventRegistry, options: dict[str, Any]
+) -> None:
+    async with await open_store(db, registry, **options) as store:
+        before = handed_off(store)
+        for n in range(5):
+            await store.append("s", deposits(1, n))
+        assert handed_off(store) == before + 5
+        autocheckpoint = await store._writer.run(
+            lambda c: c.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+        )
+        assert autocheckpoint == 1000  # SQLite checkpoints by itself, on the writer thread
+
+
+async def test_appends_wait_in_order_behind_an_open_transaction(
+    db: Path, registry: EventRegistry
+) -> None:
+    async with await open_store(db, registry) as store:
+        await store.append("warm", deposits(1))
+        await anyio.sleep(0.05)
+        async with anyio.create_task_group() as tasks:
+            async with store.transaction() as tx:
+                await tx.append("tx", deposits(1))
+                before = handed_off(store)
+                for n in range(50):
+                    tasks.start_soon(store.append, "s", deposits(1, n))
+                await anyio.sleep(0.05)
+                assert handed_off(store) == before + 50  # none ran inline
+                assert query(db, "SELECT count(*) FROM uno_events WHERE stream_id = 's'") == [(0,)]
+            await store.append("s", deposits(1, 50))  # queued behind them, not run inline first
+        events = await store.read_stream("s")
+        assert [e.data for e in events] == [MoneyDeposited(amount=n) for n in range(51)]
+        (committed,) = await store.read_stream("tx")
+        assert committed.global_position < events[0].global_position
+
+
+_LOCK_HOLDER = """
+import sqlite3
+import sys
+import time
+
+connection = sqlite3.connect(sys.argv[1], isolation_level=None)
+connection.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+connection.execute("ROLLBACK")
+"""
+
+
+async def test_an_append_waits_for_another_process_lock_on_the_writer_thread(
+    db: Path, registry: EventRegistry
+) -> None:
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await anyio.sleep(0.005)
+            ticks += 1
+
+    async with await open_store(db, registry, busy_timeout=30) as store:
+        await store.append("s", deposits(1))
+        await anyio.sleep(0.05)
+        command = [sys.executable, "-c", _LOCK_HOLDER, str(db), "0.5"]
+        with anyio.fail_after(30):
+            async with await anyio.open_process(command) as holder:
+                assert holder.stdout is not None
+                said = b""
+                while b"locked" not in said:
+                    said += await holder.stdout.receive()
+                before = handed_off(store)
+                async with anyio.create_task_group() as tasks:
+                    tasks.start_soon(tick)
+                    started = time.monotonic()
+                    result = await store.append("s", deposits(1), expected_version=1)
+                    waited = time.monotonic() - started
+                    tasks.cancel_scope.cancel()
+                assert await holder.wait() == 0
+        assert waited > 0.2  # until the other process let go of the lock...
+        assert ticks > waited / 0.005 / 4  # ...while the event loop went on running
+        assert handed_off(store) == before + 1  # the inline attempt handed it over
+        assert result.stream_version == 2
+        await store.append("s", deposits(1), expected_version=2)
+        assert await store.stream_version("s") == 3
+
+
+async def test_a_loop_of_inline_appends_lets_other_tasks_run(
+    db: Path, registry: EventRegistry
+) -> None:
+    turns = 0
+
+    async def take_turns() -> None:
+        nonlocal turns
+        while True:
+            await anyio.lowlevel.checkpoint()
+            turns += 1
+
+    async with await open_store(db, registry) as store:
+        await store.append("s", deposits(1))
+        await anyio.sleep(0.05)
+        before = handed_off(store)
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(take_turns)
+            await anyio.lowlevel.checkpoint()
+            turns = 0
+            started = time.monotonic()
+            for n in range(250):  # too few pages for a checkpoint: every one runs inline
+                await store.append("s", deposits(1, n))
+            elapsed = time.monotonic() - started
+            tasks.cancel_scope.cancel()
+        assert handed_off(store) == before
+    assert turns >= elapsed / 0.001 / 3  # about one a millisecond
+
+
+async def test_a_commit_by_another_connection_sends_the_next_append_to_the_writer_thread(
+    db: Path, registry: EventRegistry
+) -> None:
+    async with await open_store(db, registry) as store:
+        await store.append("s", deposits(1))
+        await anyio.sleep(0.05)
+        before = handed_off(store)
+        await store.append("s", deposits(1))
+        assert handed_off(store) == before
+        query(db, "INSERT INTO uno_checkpoints VALUES ('elsewhere', 1)")  # it may checkpoint
+        await store.append("s", deposits(1))
+        assert handed_off(store) == before + 1
+        await anyio.sleep(0.05)  # the writer thread primes the WAL again
+        await store.append("s", deposits(1))
+        assert handed_off(store) == before + 1
+        assert await store.stream_version("s") == 4
+
+
+async def test_inline_appends_keep_the_wal_checkpointed(db: Path, registry: EventRegistry) -> None:
+    largest = 0
+    async with await open_store(db, registry) as store:
+        before = handed_off(store)
+        for n in range(3000):
+            await store.append(f"s-{n % 10}", deposits(1, n))
+            largest = max(largest, wal_size(db))
+        assert handed_off(store) - before < 300  # most ran inline
+        autocheckpoint = await store._writer.run(
+            lambda c: c.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+        )
+    # Unchecked, the WAL would grow past 40 MB: more than 3 pages of 4 KiB per append.
+    assert largest < 12 * 1024 * 1024
+    assert autocheckpoint == 0
+    assert query(db, "SELECT count(*) FROM uno_events") == [(3000,)]

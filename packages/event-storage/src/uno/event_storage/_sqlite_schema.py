@@ -1,8 +1,9 @@
 """The SQLite event store's tables, their migrations, and the SQL that reads and writes them.
 
-Every function here takes an open ``sqlite3.Connection`` and runs on the thread
-that owns it; ``uno.event_storage.sqlite`` decides which connection and
-which transaction. Tables (with the default prefix ``uno_``)::
+Every function here takes an open ``sqlite3.Connection`` and does not wait for
+anything but SQLite; ``uno.event_storage.sqlite`` decides which connection,
+which thread (the writer's, or the event loop's for a small append) and which
+transaction. Tables (with the default prefix ``uno_``)::
 
     uno_schema_migrations  version PK, applied_at           one row per applied step
     uno_events             position INTEGER PK                the global log
@@ -17,7 +18,8 @@ which transaction. Tables (with the default prefix ``uno_``)::
 An append numbers its events itself, after the larger of the last stored
 position and the high-water mark, inside its write transaction. So positions
 follow commit order and are never reused, even after the newest events are
-hard-deleted, without ``AUTOINCREMENT``'s bookkeeping on every row.
+hard-deleted, without ``AUTOINCREMENT``'s bookkeeping on every row. One query
+reads that position together with the first stream's version and tombstone.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from uno.event_storage.exceptions import SchemaError, StoreConfigurationError, S
 from uno.events import AppendResult, ExpectedVersion
 from uno.events.exceptions import WrongExpectedVersion
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Migration", "SQLiteSchema"]
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Migration", "Recheck", "SQLiteSchema"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,30}")
@@ -105,15 +107,20 @@ SCHEMA_VERSION = MIGRATIONS[-1].version
 # Statement templates: {p} is the table prefix, {columns} the columns of a Row.
 _INSERT = (
     "INSERT INTO {p}events (position, stream_id, stream_version, event_id, event_type, "
-    "event_version, data, metadata, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "event_version, data, metadata, recorded_at) VALUES "
 )
-_LAST_ASSIGNED = (
-    "SELECT max(coalesce((SELECT max(position) FROM {p}events), 0), "
-    "coalesce((SELECT position FROM {p}high_water WHERE id = 1), 0))"
-)
+_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_ROW_VALUES = 9
+_MOST_ROWS = 64  # rows per INSERT: 576 parameters, within the 999 of older SQLite builds
 _STATE = (
     "SELECT (SELECT max(stream_version) FROM {p}events WHERE stream_id = ?1), "
     "(SELECT deleted FROM {p}streams WHERE stream_id = ?1)"
+)
+_STATE_AND_LAST_ASSIGNED = (
+    "SELECT (SELECT max(stream_version) FROM {p}events WHERE stream_id = ?1), "
+    "(SELECT deleted FROM {p}streams WHERE stream_id = ?1), "
+    "max(coalesce((SELECT max(position) FROM {p}events), 0), "
+    "coalesce((SELECT position FROM {p}high_water WHERE id = 1), 0))"
 )
 _DELETED = "SELECT deleted FROM {p}streams WHERE stream_id = ?"
 _FORWARDS = (
@@ -172,8 +179,13 @@ _CREATE_MIGRATIONS = (
 _RECORD_MIGRATION = "INSERT INTO {p}schema_migrations (version, applied_at) VALUES (?, ?)"
 
 
-class _Recheck(Exception):
-    """An optimistic append met stored ids or another version: redo it with every check."""
+class Recheck(Exception):
+    """An optimistic append met stored ids or another version: undo it, redo it with every check.
+
+    ``SQLiteSchema.append`` raises it, maybe after writing part of the appends;
+    the caller rolls back what that call wrote (its whole transaction, or to a
+    savepoint) and calls again with ``look_up_ids=True``.
+    """
 
 
 class SQLiteSchema:
@@ -196,9 +208,13 @@ class SQLiteSchema:
         def statement(template: str) -> str:
             return template.format(p=prefix, columns=_COLUMNS)
 
-        self._insert = statement(_INSERT)
-        self._last_assigned = statement(_LAST_ASSIGNED)
+        # One INSERT for each power of two up to _MOST_ROWS rows: a batch is a few of them.
+        self._inserts = {
+            1 << n: statement(_INSERT) + ", ".join([_ROW] * (1 << n))
+            for n in range(_MOST_ROWS.bit_length())
+        }
         self._state = statement(_STATE)
+        self._state_and_last_assigned = statement(_STATE_AND_LAST_ASSIGNED)
         self._deleted = statement(_DELETED)
         self._forwards = statement(_FORWARDS)
         self._backwards = statement(_BACKWARDS)
@@ -259,23 +275,66 @@ class SQLiteSchema:
     # -- appending -------------------------------------------------------------
 
     def append(
-        self, connection: sqlite3.Connection, appends: list[PreparedAppend], now: datetime
+        self,
+        connection: sqlite3.Connection,
+        appends: list[PreparedAppend],
+        now: datetime,
+        *,
+        look_up_ids: bool = False,
     ) -> list[AppendResult]:
-        """Write every append, or raise and leave the connection's transaction as it was.
+        """Write every append in the connection's open write transaction.
 
-        Optimistic first: insert without looking up the event ids (the unique
-        index refuses stored ones). When that fails on an id or a version, roll
-        back to a savepoint and redo the appends looking up ids first, which
-        tells a retry (return its earlier result) from a conflict.
+        Optimistic by default: insert without looking up the event ids (the
+        unique index refuses stored ones). When that fails on an id or a
+        version it raises ``Recheck``; roll back, then call again with
+        ``look_up_ids=True``, which tells a retry (return its earlier result)
+        from a conflict (raise). A plain append is its own transaction and
+        rolls all of it back; inside a larger one use ``append_in_savepoint``.
+
+        Raises:
+            Recheck: only when ``look_up_ids`` is false.
+            WrongExpectedVersion, DuplicateEventId, StreamDeleted: the appends
+                are refused; roll back what this call may have written.
         """
         recorded_at = (now - _EPOCH) // timedelta(microseconds=1)
+        results = []
+        position = 0
+        for n, append in enumerate(appends):
+            if n == 0:
+                current, deleted, position = connection.execute(
+                    self._state_and_last_assigned, (append.stream_id,)
+                ).fetchone()
+            else:
+                current, deleted = connection.execute(self._state, (append.stream_id,)).fetchone()
+            if deleted is not None:
+                raise StreamDeleted(append.stream_id, hard=deleted == "hard")
+            result = self._append_one(
+                connection,
+                append,
+                current or 0,
+                recorded_at=recorded_at,
+                last_position=position,
+                look_up_ids=look_up_ids,
+            )
+            position = max(position, result.global_position)  # a retry assigns nothing
+            results.append(result)
+        return results
+
+    def append_in_savepoint(
+        self, connection: sqlite3.Connection, appends: list[PreparedAppend], now: datetime
+    ) -> list[AppendResult]:
+        """Write every append inside a larger transaction, or raise and leave it as it was.
+
+        The optimistic attempt and its ``Recheck`` redo happen behind a
+        savepoint, so the enclosing transaction's earlier writes stay.
+        """
         connection.execute("SAVEPOINT uno_append")
         try:
             try:
-                results = self._append_all(connection, appends, recorded_at, look_up_ids=False)
-            except _Recheck:
+                results = self.append(connection, appends, now)
+            except Recheck:
                 connection.execute("ROLLBACK TO uno_append")
-                results = self._append_all(connection, appends, recorded_at, look_up_ids=True)
+                results = self.append(connection, appends, now, look_up_ids=True)
         except BaseException:
             if connection.in_transaction:  # SQLite may have rolled back everything itself
                 connection.execute("ROLLBACK TO uno_append")
@@ -284,35 +343,17 @@ class SQLiteSchema:
         connection.execute("RELEASE uno_append")
         return results
 
-    def _append_all(
-        self,
-        connection: sqlite3.Connection,
-        appends: list[PreparedAppend],
-        recorded_at: int,
-        *,
-        look_up_ids: bool,
-    ) -> list[AppendResult]:
-        (position,) = connection.execute(self._last_assigned).fetchone()
-        results = []
-        for append in appends:
-            result = self._append_one(connection, append, recorded_at, position, look_up_ids)
-            position = max(position, result.global_position)  # a retry assigns nothing
-            results.append(result)
-        return results
-
     def _append_one(
         self,
         connection: sqlite3.Connection,
         append: PreparedAppend,
+        current: int,
+        *,
         recorded_at: int,
         last_position: int,
         look_up_ids: bool,
     ) -> AppendResult:
         stream_id = append.stream_id
-        current, deleted = connection.execute(self._state, (stream_id,)).fetchone()
-        if deleted is not None:
-            raise StreamDeleted(stream_id, hard=deleted == "hard")
-        current = current or 0
         if look_up_ids:
             done = idempotent_result(append, self._stored(connection, append))
             if done is not None:
@@ -322,9 +363,10 @@ class SQLiteSchema:
         except WrongExpectedVersion:
             if look_up_ids:
                 raise
-            raise _Recheck from None  # a retry of a stored append is not a conflict
-        rows = [
-            (
+            raise Recheck from None  # a retry of a stored append is not a conflict
+        values: list[object] = []
+        for offset, event in enumerate(append.events, start=1):
+            values += (
                 last_position + offset,
                 stream_id,
                 current + offset,
@@ -335,19 +377,31 @@ class SQLiteSchema:
                 event.metadata,
                 recorded_at,
             )
-            for offset, event in enumerate(append.events, start=1)
-        ]
         try:
-            connection.executemany(self._insert, rows)
+            self._insert_rows(connection, values)
         except sqlite3.IntegrityError:
             if look_up_ids:
                 raise
-            raise _Recheck from None
+            raise Recheck from None
+        count = len(append.events)
         return AppendResult(
             stream_id=stream_id,
-            stream_version=current + len(rows),
-            global_position=last_position + len(rows),
+            stream_version=current + count,
+            global_position=last_position + count,
         )
+
+    def _insert_rows(self, connection: sqlite3.Connection, values: list[object]) -> None:
+        """Insert the rows whose values follow each other in ``values``, a few INSERTs in all.
+
+        Raises ``sqlite3.IntegrityError`` having inserted some of them, maybe.
+        """
+        start, end = 0, len(values)
+        while start < end:
+            rows = min((end - start) // _ROW_VALUES, _MOST_ROWS)
+            rows = 1 << (rows.bit_length() - 1)  # the largest power of two that fits
+            stop = start + rows * _ROW_VALUES
+            connection.execute(self._inserts[rows], values[start:stop])
+            start = stop
 
     def _stored(
         self, connection: sqlite3.Connection, append: PreparedAppend

@@ -1,12 +1,52 @@
 """The SQLite event store: ``sqlite:///path/to/events.db``, uno's embedded default.
 
-One file in WAL mode. All writes go through one writer connection, owned by a
-dedicated thread that takes work from a queue, so writes are serialised in
-this process and ``BEGIN IMMEDIATE`` serialises them with other processes;
-global positions therefore follow commit order. Reads run in parallel on
-reader threads, each owning a connection. No SQLite call runs on the event
-loop; a caller awaits an asyncio future that the owning thread resolves. The
-backend runs on asyncio (anyio's asyncio backend), not trio.
+One file in WAL mode. All writes go through one writer connection, so writes
+are serialised in this process and ``BEGIN IMMEDIATE`` serialises them with
+other processes; global positions therefore follow commit order. A dedicated
+thread owns the writer connection and takes work from a queue; reads run in
+parallel on reader threads, each owning a connection. A caller awaits an
+asyncio future that the owning thread resolves. The backend runs on asyncio
+(anyio's asyncio backend), not trio.
+
+The inline fast path: a small append (up to ``inline_events`` events, 128 by
+default, and 256 KiB encoded) runs on the event loop's thread, skipping the
+two thread hand-offs that would otherwise cost more than the append itself,
+when all of these hold:
+
+- ``synchronous="NORMAL"`` (with ``"FULL"`` or ``"EXTRA"`` every commit
+  syncs to disk, so every write goes to the writer thread);
+- the writer is idle: no work waits for or runs on its thread, no
+  ``store.transaction()`` is open, and its lock is free (the loop only ever
+  tries the lock, it never waits for it);
+- another connection does not hold SQLite's write lock: the inline attempt
+  has a busy timeout of 0, and on ``SQLITE_BUSY`` it hands the append to the
+  writer thread, which waits up to ``busy_timeout``;
+- no other connection committed since the writer last "primed" the WAL
+  (see below); if one did, this append goes to the thread.
+
+It does not block the loop: it waits for no lock, and its commit does not
+sync to disk. In WAL mode with ``synchronous="NORMAL"`` a commit only appends
+pages to the WAL, unless it checkpoints (copies the WAL into the database and
+syncs both) or starts the WAL over (and syncs the WAL's header). So the store
+turns the writer connection's automatic checkpoints off and checkpoints on a
+thread of its own, after about 1,000 pages; and the loop's thread commits
+only while the WAL is "primed": it holds a page
+that no checkpoint could copy yet, so a commit cannot start the WAL over (the
+writer primes it by rewriting ``PRAGMA user_version`` with the value it has).
+A commit by another process may come with a checkpoint of that process, so
+the next append goes to the writer thread, which primes the WAL again. What
+is left is the operating system's work: reading pages and writing the WAL,
+through its page cache (a write may wait a little while a checkpoint syncs
+the same file). One gap remains: a checkpoint by another connection that no
+commit of its own follows at once (``PRAGMA wal_checkpoint`` run by hand, a
+replication tool, or for a few microseconds another store's checkpointer)
+may let one inline commit start the WAL over, and sync its header, on the
+loop.
+
+Cancellation: an inline append runs to completion once it starts, so
+cancelling its task cannot interrupt it half-way; it either did not start
+(nothing is written) or committed. Inline appends let other tasks run first
+once a millisecond, so a loop of appends does not starve them.
 
 Durability: ``synchronous="NORMAL"`` (the default) survives a crash of the
 process, but a power loss or OS crash may lose the last transactions before a
@@ -23,16 +63,13 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import contextlib
 import os
-import queue
 import sqlite3
-import threading
-from collections import deque
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Self, TypeVar
+from typing import Any, ClassVar, Self
 from urllib.parse import unquote, urlsplit
 
 import anyio
@@ -50,195 +87,19 @@ from uno.events import AppendResult, EventRegistry, ExpectedVersion, Serializer
 
 __all__ = ["SQLiteEventStore", "SQLiteTransaction"]
 
-T = TypeVar("T")
-_SYNCHRONOUS = ("NORMAL", "FULL", "EXTRA")
-
-
-# -- threads that own connections -----------------------------------------------
-
-
-class _Work:
-    """One call to run on a connection's thread, and the future its caller awaits."""
-
-    __slots__ = ("abandoned", "fn", "future", "loop", "owner", "translate")
-
-    def __init__(
-        self,
-        fn: Callable[[sqlite3.Connection], Any],
-        owner: object | None,
-        loop: asyncio.AbstractEventLoop,
-        future: asyncio.Future[Any],
-        translate: bool,
-    ) -> None:
-        self.fn = fn
-        self.owner = owner
-        self.loop = loop
-        self.future = future
-        self.translate = translate
-        self.abandoned = False
-
-    def settle(self, result: object, error: BaseException | None) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting
-            self.loop.call_soon_threadsafe(_settle, self.future, result, error)
-
-
-def _settle(future: asyncio.Future[Any], result: object, error: BaseException | None) -> None:
-    if future.done():  # its caller was cancelled and stopped waiting
-        return
-    if error is None:
-        future.set_result(result)
-    else:
-        future.set_exception(error)
-
-
-class _ConnectionThreads:
-    """Threads that each own one SQLite connection and run the work sent to them.
-
-    Work is taken in the order it was sent. While ``owner`` is set (a
-    transaction is open on the writer), only that owner's work runs; other
-    work waits, in order, until the owner is cleared. A caller that stops
-    waiting (cancelled) either has its work skipped, if it has not started, or
-    run to the end with the result dropped: never half of it.
-    """
-
-    def __init__(
-        self,
-        connect: Callable[[], sqlite3.Connection],
-        translate: Callable[[sqlite3.Error], Exception],
-        *,
-        threads: int,
-        name: str,
-    ) -> None:
-        self._connect = connect
-        self._translate = translate
-        self._queue: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
-        self.owner: object | None = None
-        self.stopped = False
-        self._threads = [
-            threading.Thread(target=self._serve, name=f"{name}-{n}", daemon=True)
-            for n in range(threads)
-        ]
-        for thread in self._threads:
-            thread.start()
-
-    async def run(
-        self,
-        fn: Callable[[sqlite3.Connection], T],
-        *,
-        owner: object | None = None,
-        translate: bool = True,
-        skippable: bool = True,
-    ) -> T:
-        """Run ``fn(connection)`` on a thread and return its result.
-
-        ``translate`` turns ``sqlite3`` errors into ``StoreUnavailable``;
-        ``skippable=False`` runs the work even if the caller was cancelled
-        before it started.
-        """
-        if self.stopped:
-            raise StoreUnavailable("sqlite", "the store is closed")
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            raise StoreConfigurationError(
-                "The SQLite event store runs on asyncio (anyio's asyncio backend), not trio"
-            ) from None
-        future: asyncio.Future[T] = loop.create_future()
-        work = _Work(fn, owner, loop, future, translate)
-        self._queue.put(work)
-        try:
-            return await future
-        except BaseException:
-            work.abandoned = skippable
-            raise
-
-    def stop(self) -> None:
-        """Let every thread finish the work sent so far, then close its connection."""
-        if not self.stopped:
-            self.stopped = True
-            for _ in self._threads:
-                self._queue.put(None)
-
-    def join(self) -> None:
-        """Wait for the threads to end (blocking: call it from a worker thread)."""
-        for thread in self._threads:
-            thread.join()
-
-    def _serve(self) -> None:
-        connection: sqlite3.Connection | None = None
-        parked: deque[_Work] = deque()
-        while True:
-            if parked and parked[0].owner is self.owner:
-                work = parked.popleft()
-            else:
-                item = self._queue.get()
-                if item is None:
-                    break
-                work = item
-            if work.owner is not self.owner:
-                parked.append(work)
-                continue
-            if work.abandoned:
-                continue
-            result: object = None
-            error: BaseException | None = None
-            try:
-                if connection is None:
-                    connection = self._connect()
-                result = work.fn(connection)
-            except sqlite3.Error as exc:
-                error = self._translate(exc) if work.translate or connection is None else exc
-            except BaseException as exc:  # handed to the caller, who raises it
-                error = exc
-            work.settle(result, error)
-        closed = StoreUnavailable("sqlite", "the store was closed before this operation ran")
-        for work in parked:
-            work.settle(None, closed)
-        if connection is not None:
-            with contextlib.suppress(sqlite3.Error):
-                if connection.in_transaction:  # a transaction open when the store closed
-                    connection.rollback()
-                connection.close()
-
-
-def _in_write_transaction(
-    fn: Callable[[sqlite3.Connection], T],
-) -> Callable[[sqlite3.Connection], T]:
-    """Wrap ``fn`` in ``BEGIN IMMEDIATE`` ... ``COMMIT``, rolling back if it raises."""
-
-    def run(connection: sqlite3.Connection) -> T:
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            result = fn(connection)
-            connection.execute("COMMIT")
-        except BaseException:
-            if connection.in_transaction:
-                connection.execute("ROLLBACK")
-            raise
-        return result
-
-    return run
-
-
-def _in_savepoint(fn: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], T]:
-    """Wrap ``fn`` in a savepoint, so that if it raises the transaction is as it was."""
-
-    def run(connection: sqlite3.Connection) -> T:
-        connection.execute("SAVEPOINT uno_step")
-        try:
-            result = fn(connection)
-        except BaseException:
-            if connection.in_transaction:
-                connection.execute("ROLLBACK TO uno_step")
-                connection.execute("RELEASE uno_step")
-            raise
-        connection.execute("RELEASE uno_step")
-        return result
-
-    return run
-
-
-# -- the primitives, over "run this on a connection" ----------------------------
+from uno.event_storage._sqlite_connections import (
+    INLINE_MAX_BYTES,
+    INLINE_TURN,
+    SYNCHRONOUS_MODES,
+    ConnectionThreads,
+    HandOff,
+    T,
+    Writer,
+    appending,
+    encoded_size,
+    in_savepoint,
+    in_write_transaction,
+)
 
 
 class _SQLiteAccess(EventStoreBase):
@@ -249,16 +110,12 @@ class _SQLiteAccess(EventStoreBase):
     _scan_window: int
 
     @abc.abstractmethod
-    async def _writing(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` on the writer connection, atomically."""
+    async def _writing(self, fn: Callable[[sqlite3.Connection], T], *, size: int = 0) -> T:
+        """Run ``fn``, which writes about ``size`` bytes, on the writer connection, atomically."""
 
     @abc.abstractmethod
     async def _reading(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` on a connection that sees what is committed (or this transaction)."""
-
-    async def _write(self, appends: list[PreparedAppend]) -> list[AppendResult]:
-        sql = self._sql
-        return await self._writing(lambda c: sql.append(c, appends, datetime.now(UTC)))
 
     async def _read_stream(
         self, stream_id: str, from_version: int | None, backwards: bool, limit: int | None
@@ -310,7 +167,8 @@ class _SQLiteAccess(EventStoreBase):
         await self._writing(
             lambda c: sql.save_snapshot(
                 c, stream_id, version, event_type=event_type, event_version=event_version, data=data
-            )
+            ),
+            size=len(data),
         )
 
     async def _load_snapshot(
@@ -347,10 +205,15 @@ class SQLiteEventStore(_SQLiteAccess):
         synchronous: ``"NORMAL"`` (survives a process crash; a power loss may
             lose the last transactions), ``"FULL"`` or ``"EXTRA"``.
         busy_timeout: Seconds to wait for another process's write lock before
-            raising ``StoreUnavailable``.
+            raising ``StoreUnavailable``. (Inline appends never wait: they hand
+            the append to the writer thread, which does.)
         readers: Reader connections (and threads) serving reads in parallel.
         table_prefix: Prepended to the table names, ``"uno_"`` by default.
         scan_window: Most positions a filtered ``read_all`` examines per query.
+        inline_events: Largest append, in events, that may run on the event
+            loop when the writer is idle (see the module's documentation; at
+            most 256 KiB encoded too). ``0`` sends every write to the writer
+            thread, as ``synchronous="FULL"`` or ``"EXTRA"`` always does.
     """
 
     def __init__(
@@ -367,6 +230,7 @@ class SQLiteEventStore(_SQLiteAccess):
         readers: int = 4,
         table_prefix: str = "uno_",
         scan_window: int = 10_000,
+        inline_events: int = 128,
     ) -> None:
         super().__init__(
             registry,
@@ -374,9 +238,9 @@ class SQLiteEventStore(_SQLiteAccess):
             max_event_size=max_event_size,
             poll_interval=poll_interval,
         )
-        if synchronous.upper() not in _SYNCHRONOUS:
+        if synchronous.upper() not in SYNCHRONOUS_MODES:
             raise StoreConfigurationError(
-                f"synchronous must be one of {', '.join(_SYNCHRONOUS)}, got {synchronous!r}"
+                f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}, got {synchronous!r}"
             )
         if busy_timeout < 0:
             raise StoreConfigurationError(f"busy_timeout must be >= 0 seconds, got {busy_timeout}")
@@ -384,21 +248,26 @@ class SQLiteEventStore(_SQLiteAccess):
             raise StoreConfigurationError(f"readers must be >= 1, got {readers}")
         if scan_window < 1:
             raise StoreConfigurationError(f"scan_window must be >= 1, got {scan_window}")
+        if inline_events < 0:
+            raise StoreConfigurationError(f"inline_events must be >= 0, got {inline_events}")
         self.path = os.path.abspath(path)
         self._sql = SQLiteSchema(table_prefix)
         self._scan_window = scan_window
         self._auto_migrate = auto_migrate
         self._synchronous = synchronous.upper()
         self._busy_timeout = busy_timeout
+        self._inline_events = inline_events if self._synchronous == "NORMAL" else 0
+        self._turn_ends = 0.0  # when inline appends next let other tasks run
         self._schema_ready = False
         self._transaction_task: asyncio.Task[Any] | None = None
-        self._writer = _ConnectionThreads(
+        self._writer = Writer(
             lambda: self._connect(writer=True),
+            lambda: self._connect(writer=False),
             self._unavailable,
-            threads=1,
-            name="uno-sqlite-writer",
+            busy_timeout=busy_timeout,
+            inline=self._inline_events > 0,
         )
-        self._readers = _ConnectionThreads(
+        self._readers = ConnectionThreads(
             lambda: self._connect(writer=False),
             self._unavailable,
             threads=readers,
@@ -444,7 +313,7 @@ class SQLiteEventStore(_SQLiteAccess):
         """
         self._refuse_inside_transaction()
         sql = self._sql
-        await self._writer.run(_in_write_transaction(lambda c: sql.migrate(c, datetime.now(UTC))))
+        await self._writer.run(in_write_transaction(lambda c: sql.migrate(c, datetime.now(UTC))))
         self._schema_ready = True
 
     async def _open(self) -> int:
@@ -516,11 +385,34 @@ class SQLiteEventStore(_SQLiteAccess):
                 "for the transaction to end, which waits for this task."
             )
 
-    async def _writing(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _write(self, appends: list[PreparedAppend]) -> list[AppendResult]:
         if not self._schema_ready:
             await self._require_schema()
         self._refuse_inside_transaction()
-        return await self._writer.run(_in_write_transaction(fn))
+        sql, writer, now, size = self._sql, self._writer, datetime.now(UTC), encoded_size(appends)
+
+        def first(connection: sqlite3.Connection) -> list[AppendResult]:
+            return sql.append(connection, appends, now)
+
+        def retry(connection: sqlite3.Connection) -> list[AppendResult]:
+            return sql.append(connection, appends, now, look_up_ids=True)
+
+        if sum(len(a.events) for a in appends) <= self._inline_events and size <= INLINE_MAX_BYTES:
+            # An inline append does not wait, so a loop of them would never let
+            # other tasks run: every INLINE_TURN, give them a turn first.
+            if time.monotonic() >= self._turn_ends:
+                await asyncio.sleep(0)
+                self._turn_ends = time.monotonic() + INLINE_TURN
+            results = writer.try_inline(first, retry, size)
+            if not isinstance(results, HandOff):
+                return results
+        return await writer.run(appending(first, retry), size=size)
+
+    async def _writing(self, fn: Callable[[sqlite3.Connection], T], *, size: int = 0) -> T:
+        if not self._schema_ready:
+            await self._require_schema()
+        self._refuse_inside_transaction()
+        return await self._writer.run(in_write_transaction(fn), size=size)
 
     async def _reading(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if not self._schema_ready:
@@ -528,13 +420,20 @@ class SQLiteEventStore(_SQLiteAccess):
         return await self._readers.run(fn)
 
     def _connect(self, *, writer: bool) -> sqlite3.Connection:
+        inline = writer and self._inline_events > 0
         connection = sqlite3.connect(
-            self.path, timeout=self._busy_timeout, isolation_level=None, cached_statements=256
+            self.path,
+            timeout=self._busy_timeout,
+            isolation_level=None,
+            cached_statements=256,
+            check_same_thread=not inline,  # the inline path uses it from the loop's thread
         )
         try:
             if writer:
                 self._use_wal(connection)
                 connection.execute(f"PRAGMA synchronous={self._synchronous}")
+                if inline:  # the writer thread checkpoints: see Writer
+                    connection.execute("PRAGMA wal_autocheckpoint=0")
                 # For read models written through SQLiteTransaction.run.
                 connection.execute("PRAGMA foreign_keys=ON")
             else:
@@ -590,8 +489,10 @@ class SQLiteTransaction(_SQLiteAccess):
     def connection(self) -> sqlite3.Connection:
         """The writer's ``sqlite3.Connection``, inside this transaction.
 
-        It belongs to the writer thread: use it only in a function given to
-        ``run``, and never commit or roll back through it.
+        It belongs to the writer: use it only in a function given to ``run``,
+        and never commit or roll back through it. (When the store runs small
+        appends on the event loop, SQLite no longer refuses calls from another
+        thread, so nothing stops a misuse.)
         """
         if self._connection is None:
             raise StoreConfigurationError("the transaction has not begun")
@@ -605,7 +506,7 @@ class SQLiteTransaction(_SQLiteAccess):
         ``await tx.run(lambda c: c.execute("UPDATE balances SET ...", params))``.
         """
         self._check_open()
-        return await self._writer.run(_in_savepoint(fn), owner=self, translate=False)
+        return await self._writer.run(in_savepoint(fn), owner=self, translate=False)
 
     def subscribe(self, *, after: int = 0, batch_size: int = 500) -> PollingSubscription:
         """Refuse: subscribe on the store, which sees what transactions commit."""
@@ -620,9 +521,18 @@ class SQLiteTransaction(_SQLiteAccess):
                 "This transaction has ended; open another with store.transaction()"
             )
 
-    async def _writing(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _write(self, appends: list[PreparedAppend]) -> list[AppendResult]:
         self._check_open()
-        return await self._writer.run(_in_savepoint(fn), owner=self)
+        sql, now = self._sql, datetime.now(UTC)
+        return await self._writer.run(
+            lambda c: sql.append_in_savepoint(c, appends, now),
+            owner=self,
+            size=encoded_size(appends),
+        )
+
+    async def _writing(self, fn: Callable[[sqlite3.Connection], T], *, size: int = 0) -> T:
+        self._check_open()
+        return await self._writer.run(in_savepoint(fn), owner=self, size=size)
 
     async def _reading(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         self._check_open()

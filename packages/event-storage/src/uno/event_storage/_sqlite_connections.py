@@ -1,0 +1,567 @@
+"""Threads that own SQLite connections: the writer (inline path, checkpoints) and readers.
+
+Private to the SQLite backend; ``sqlite.py`` explains the design.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import sqlite3
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from uno.event_storage._core import PreparedAppend
+from uno.event_storage._sqlite_schema import Recheck
+from uno.event_storage.exceptions import (
+    StoreConfigurationError,
+    StoreUnavailable,
+)
+
+__all__ = [
+    "INLINE_MAX_BYTES",
+    "INLINE_TURN",
+    "SYNCHRONOUS_MODES",
+    "ConnectionThreads",
+    "HandOff",
+    "T",
+    "Writer",
+    "appending",
+    "encoded_size",
+    "in_savepoint",
+    "in_write_transaction",
+]
+
+T = TypeVar("T")
+SYNCHRONOUS_MODES = ("NORMAL", "FULL", "EXTRA")
+
+
+# -- threads that own connections -----------------------------------------------
+
+_CHECKPOINT_PAGES = 1000
+"""Estimated WAL pages the writer lets accumulate before it checkpoints (SQLite's default)."""
+INLINE_MAX_BYTES = 256 * 1024
+"""Largest append, in encoded bytes (data plus metadata), that may run on the event loop."""
+INLINE_TURN = 0.001
+"""Seconds of inline appends after which the next one first lets other tasks run."""
+
+
+def _pages(changes: int, size: int) -> int:
+    """Estimate the WAL pages a write adds: its rows and bytes, and the index pages they touch."""
+    return 3 + changes // 8 + size // 4096
+
+
+def _busy(error: sqlite3.Error) -> bool:
+    """Tell whether ``error`` is ``SQLITE_BUSY``: another connection holds a lock."""
+    return getattr(error, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
+
+
+class HandOff:
+    """What the inline path returns when it declines: run the write on the writer thread."""
+
+
+_HAND_OFF = HandOff()
+
+
+class _Work:
+    """One call to run on a connection's thread, and the future its caller awaits.
+
+    ``size`` is the bytes it writes, for the writer's estimate of the WAL's growth.
+    """
+
+    __slots__ = ("abandoned", "fn", "future", "owner", "size", "translate")
+
+    def __init__(
+        self,
+        fn: Callable[[sqlite3.Connection], Any],
+        owner: object | None,
+        future: asyncio.Future[Any],
+        *,
+        translate: bool,
+        size: int = 0,
+    ) -> None:
+        self.fn = fn
+        self.owner = owner
+        self.future = future
+        self.translate = translate
+        self.size = size
+        self.abandoned = False
+
+    def settle(self, result: object, error: BaseException | None) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting
+            self.future.get_loop().call_soon_threadsafe(_settle, self.future, result, error)
+
+
+def _settle(future: asyncio.Future[Any], result: object, error: BaseException | None) -> None:
+    if future.done():  # its caller was cancelled and stopped waiting
+        return
+    if error is None:
+        future.set_result(result)
+    else:
+        future.set_exception(error)
+
+
+class ConnectionThreads:
+    """Threads that each own one SQLite connection and run the work sent to them.
+
+    Work is taken in the order it was sent. While ``owner`` is set (a
+    transaction is open on the writer), only that owner's work runs; other
+    work waits, in order, until the owner is cleared. A caller that stops
+    waiting (cancelled) either has its work skipped, if it has not started, or
+    run to the end with the result dropped: never half of it. ``sent`` and
+    ``served`` count the work sent and the work done (or skipped): they are
+    equal when no work waits or runs.
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], sqlite3.Connection],
+        translate: Callable[[sqlite3.Error], Exception],
+        *,
+        threads: int,
+        name: str,
+    ) -> None:
+        self._connect = connect
+        self._translate = translate
+        self._queue: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
+        self.owner: object | None = None
+        self.stopped = False
+        self.sent = 0  # only the event loop's thread adds to it
+        self.served = 0  # only the connections' threads add to it
+        self._threads = [
+            threading.Thread(target=self._serve, name=f"{name}-{n}", daemon=True)
+            for n in range(threads)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    async def run(
+        self,
+        fn: Callable[[sqlite3.Connection], T],
+        *,
+        owner: object | None = None,
+        translate: bool = True,
+        skippable: bool = True,
+        size: int = 0,
+    ) -> T:
+        """Run ``fn(connection)`` on a thread and return its result.
+
+        ``translate`` turns ``sqlite3`` errors into ``StoreUnavailable``;
+        ``skippable=False`` runs the work even if the caller was cancelled
+        before it started; ``size`` is the bytes ``fn`` writes, if any.
+        """
+        if self.stopped:
+            raise StoreUnavailable("sqlite", "the store is closed")
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise StoreConfigurationError(
+                "The SQLite event store runs on asyncio (anyio's asyncio backend), not trio"
+            ) from None
+        future: asyncio.Future[T] = loop.create_future()
+        work = _Work(fn, owner, future, translate=translate, size=size)
+        self._send(work)
+        try:
+            return await future
+        except BaseException:
+            work.abandoned = skippable
+            raise
+
+    def stop(self) -> None:
+        """Let every thread finish the work sent so far, then close its connection."""
+        if not self.stopped:
+            self.stopped = True
+            for _ in self._threads:
+                self._queue.put(None)
+
+    def join(self) -> None:
+        """Wait for the threads to end (blocking: call it from a worker thread)."""
+        for thread in self._threads:
+            thread.join()
+
+    def _send(self, work: _Work) -> None:
+        self.sent += 1
+        self._queue.put(work)
+
+    def _serve(self) -> None:
+        connection: sqlite3.Connection | None = None
+        parked: deque[_Work] = deque()
+        while (work := self._next(parked)) is not None:
+            runs = not work.abandoned
+            result: object = None
+            error: BaseException | None = None
+            if runs:
+                try:
+                    if connection is None:
+                        connection = self._open()
+                    result = self._call(work, connection)
+                except sqlite3.Error as exc:
+                    error = self._translate(exc) if work.translate or connection is None else exc
+                except BaseException as exc:  # handed to the caller, who raises it
+                    error = exc
+            self.served += 1
+            if runs:
+                work.settle(result, error)
+            if connection is not None:
+                self._after(connection)
+        closed = StoreUnavailable("sqlite", "the store was closed before this operation ran")
+        for work in parked:
+            work.settle(None, closed)
+        if connection is not None:
+            self._close(connection)
+
+    def _next(self, parked: deque[_Work]) -> _Work | None:
+        """Return the next work that may run now, parking what must wait; ``None`` to stop."""
+        while True:
+            if parked and parked[0].owner is self.owner:
+                return parked.popleft()
+            work = self._queue.get()
+            if work is None or work.owner is self.owner:
+                return work
+            parked.append(work)
+
+    def _open(self) -> sqlite3.Connection:
+        return self._connect()
+
+    def _call(self, work: _Work, connection: sqlite3.Connection) -> object:
+        return work.fn(connection)
+
+    def _after(self, connection: sqlite3.Connection) -> None:
+        """Run on the thread after each piece of work, once its caller has the result."""
+
+    def _close(self, connection: sqlite3.Connection) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            if connection.in_transaction:  # a transaction open when the store closed
+                connection.rollback()
+            connection.close()
+
+
+class Writer(ConnectionThreads):
+    """The writer thread, and the inline path that runs small appends on the event loop.
+
+    With ``inline`` off, every write runs on the thread and SQLite checkpoints
+    the WAL itself. With it on, the connection has automatic checkpoints off
+    and is used from the event loop's thread too:
+
+    - ``lock`` guards the connection. The thread holds it for each piece of
+      work; the event loop only tries it (``acquire(blocking=False)``) and
+      hands the write to the thread when it is taken, so it never waits.
+    - ``try_inline`` runs an append on the loop's thread when no work waits or
+      runs and no transaction is open, with a busy timeout of 0: when another
+      connection holds SQLite's write lock, the thread takes the append and
+      waits up to ``busy_timeout``.
+    - A commit that finds the WAL empty, or wholly copied into the database,
+      starts the WAL over and syncs its header. So the loop's thread commits
+      only while the WAL is "primed": it holds a frame that no checkpoint has
+      copied, or can copy before the lock is taken again. ``_prime`` writes
+      such a frame at the end of each checkpoint, and on the writer thread
+      after it wrote while the WAL was unprimed. A commit by another
+      connection (``PRAGMA data_version`` changed) may have come with a
+      checkpoint of its own, so it unprimes the WAL.
+    - After about ``_CHECKPOINT_PAGES`` pages were written, a thread of its
+      own checkpoints the WAL, mostly while the loop goes on appending and the
+      writer thread goes on writing (``_checkpoint``).
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], sqlite3.Connection],
+        connect_helper: Callable[[], sqlite3.Connection],
+        translate: Callable[[sqlite3.Error], Exception],
+        *,
+        busy_timeout: float,
+        inline: bool,
+    ) -> None:
+        self.inline = inline
+        self.lock = threading.Lock()
+        self.connection: sqlite3.Connection | None = None
+        self._busy_timeout_ms = round(busy_timeout * 1000)
+        # Guarded by the lock:
+        self._waits = True  # the connection's busy timeout is busy_timeout, not 0
+        self._primed = False
+        self._data_version = 0  # the connection's PRAGMA data_version when it primed the WAL
+        self._wrote = False  # rows changed since the WAL was last primed, or tried to be
+        self._pages = 0  # estimated WAL pages written since the last checkpoint began
+        self._checkpoint_asked = False
+        self._checkpoint_wanted = threading.Event()
+        self._checkpointer = threading.Thread(
+            target=self._checkpoints,
+            args=(connect_helper,),
+            name="uno-sqlite-checkpointer",
+            daemon=True,
+        )
+        if inline:
+            self._checkpointer.start()
+        super().__init__(connect, translate, threads=1, name="uno-sqlite-writer")
+
+    def try_inline(
+        self,
+        first: Callable[[sqlite3.Connection], T],
+        retry: Callable[[sqlite3.Connection], T],
+        size: int,
+    ) -> T | HandOff:
+        """Append on the calling (event loop's) thread if that cannot wait; else hand off.
+
+        ``first`` and ``retry`` each run in a transaction of their own, ``retry``
+        when ``first`` raised ``Recheck``; ``size`` is the bytes they write.
+        Returns ``_HAND_OFF``, having written nothing, when the writer is busy
+        or unprimed, or another connection holds SQLite's write lock. Errors of
+        the append propagate (``sqlite3`` errors as ``StoreUnavailable``) with
+        nothing written.
+        """
+        if (
+            self.stopped
+            or self.owner is not None
+            or self.sent != self.served
+            or not self.lock.acquire(blocking=False)
+        ):
+            return _HAND_OFF
+        try:
+            connection = self.connection
+            if connection is None or not self._primed or connection.in_transaction:
+                return _HAND_OFF
+            self._set_waits(connection, False)
+            changes = connection.total_changes
+            try:
+                result = self._inline_transaction(connection, first)
+            except Recheck:
+                result = self._inline_transaction(connection, retry)
+            if not isinstance(result, HandOff):
+                self._pages += _pages(connection.total_changes - changes, size)
+                self._ask_for_checkpoint()
+            return result
+        finally:
+            self.lock.release()
+
+    def _inline_transaction(
+        self, connection: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]
+    ) -> T | HandOff:
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                (version,) = connection.execute("PRAGMA data_version").fetchone()
+                if version == self._data_version:
+                    result: T | HandOff = fn(connection)
+                    connection.execute("COMMIT")
+                else:  # another connection committed, and may have checkpointed the WAL
+                    self._primed = False
+                    result = _HAND_OFF
+            finally:
+                if connection.in_transaction:  # not committed
+                    connection.execute("ROLLBACK")
+        except sqlite3.Error as error:
+            if _busy(error):
+                return _HAND_OFF
+            raise self._translate(error) from error
+        return result
+
+    def _set_waits(self, connection: sqlite3.Connection, waits: bool) -> None:
+        """Give the connection a busy timeout of ``busy_timeout`` or, if not ``waits``, 0."""
+        if self._waits is not waits:
+            connection.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms if waits else 0}")
+            self._waits = waits
+
+    def _open(self) -> sqlite3.Connection:
+        connection = super()._open()
+        with self.lock:
+            self.connection = connection
+        return connection
+
+    def _call(self, work: _Work, connection: sqlite3.Connection) -> object:
+        with self.lock:
+            self._set_waits(connection, True)
+            changes = connection.total_changes
+            try:
+                return work.fn(connection)
+            finally:
+                changed = connection.total_changes - changes
+                if changed:
+                    self._wrote = True
+                    self._pages += _pages(changed, work.size)
+
+    def _after(self, connection: sqlite3.Connection) -> None:
+        if not self.inline or (
+            # Nothing to do, as far as one can tell without the lock.
+            (self._primed or not self._wrote) and self._pages < _CHECKPOINT_PAGES
+        ):
+            return
+        with self.lock:
+            if connection.in_transaction:
+                return  # a store.transaction() is open: after it ends
+            if self._wrote and not self._primed:
+                self._prime(connection)
+            self._ask_for_checkpoint()
+
+    def _ask_for_checkpoint(self) -> None:
+        """Wake the checkpointer if enough was written (call it holding the lock)."""
+        if self._pages >= _CHECKPOINT_PAGES and not self._checkpoint_asked:
+            self._checkpoint_asked = True
+            self._checkpoint_wanted.set()
+
+    def _checkpoints(self, connect: Callable[[], sqlite3.Connection]) -> None:
+        """The checkpointer thread: checkpoint when asked, with two connections of its own."""
+        helpers: tuple[sqlite3.Connection, sqlite3.Connection] | None = None
+        try:
+            while True:
+                self._checkpoint_wanted.wait()
+                self._checkpoint_wanted.clear()
+                if self.stopped:
+                    return
+                with self.lock:
+                    self._checkpoint_asked = False
+                    connection = self.connection
+                    if connection is None or connection.in_transaction:
+                        continue  # the writer asks again when the transaction ends
+                    self._pages = 0  # a failed checkpoint is tried after as many pages again
+                try:
+                    helpers = helpers or (connect(), connect())
+                    self._checkpoint(*helpers)
+                except sqlite3.Error:
+                    _close_all(helpers or ())
+                    helpers = None  # opened afresh next time
+        finally:
+            _close_all(helpers or ())
+
+    def _checkpoint(self, checkpointer: sqlite3.Connection, pin: sqlite3.Connection) -> None:
+        """Copy the WAL into the database, keeping the lock only for the last part.
+
+        First, under the lock, ``pin`` opens a snapshot and the WAL is primed
+        after it. Then, without the lock, a ``PASSIVE`` checkpoint copies what
+        the pin sees: not the primed frame, so the WAL stays primed while the
+        loop goes on appending. Last, under the lock, the pin ends, a second
+        checkpoint copies what was appended meanwhile, and the WAL is primed
+        again, which starts it over when all of it was copied. Neither
+        checkpoint waits for another connection; one that cannot copy
+        everything (another connection reads an older snapshot) leaves the
+        rest for the next.
+        """
+        with self.lock:
+            connection = self.connection
+            if connection is None or connection.in_transaction:
+                return  # a transaction began since the checkpointer looked
+            pin.execute("BEGIN")
+            try:
+                pin.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            except BaseException:
+                pin.execute("ROLLBACK")
+                raise
+            self._prime(connection)
+        try:
+            checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        finally:
+            with self.lock:
+                pin.execute("ROLLBACK")
+                self._primed = False
+                checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                connection = self.connection
+                if connection is not None and not connection.in_transaction:
+                    self._prime(connection)  # else the writer primes after the transaction
+
+    def _prime(self, connection: sqlite3.Connection) -> None:
+        """Write one page (``user_version``, rewritten as it is), unless that would wait.
+
+        The WAL is primed if it succeeds, unprimed if not (another process
+        holds the write lock: the thread tries again after its next write).
+        """
+        self._wrote = False
+        self._primed = False
+        self._set_waits(connection, False)
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            (data_version,) = connection.execute("PRAGMA data_version").fetchone()
+            (user_version,) = connection.execute("PRAGMA user_version").fetchone()
+            connection.execute(f"PRAGMA user_version = {int(user_version)}")
+            connection.execute("COMMIT")
+        except sqlite3.Error:
+            with contextlib.suppress(sqlite3.Error):
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+            return
+        self._data_version = data_version
+        self._primed = True
+
+    def _serve(self) -> None:
+        try:
+            super()._serve()
+        finally:
+            self._stop_checkpointer()  # if the connection was never opened
+
+    def _close(self, connection: sqlite3.Connection) -> None:
+        self._stop_checkpointer()
+        with self.lock:
+            self.connection = None
+            super()._close(connection)
+
+    def _stop_checkpointer(self) -> None:
+        if self._checkpointer.is_alive():
+            self._checkpoint_wanted.set()  # it sees stopped, and ends
+            self._checkpointer.join()
+
+
+def _close_all(connections: tuple[sqlite3.Connection, ...]) -> None:
+    for connection in connections:
+        with contextlib.suppress(sqlite3.Error):
+            connection.close()
+
+
+def in_write_transaction(
+    fn: Callable[[sqlite3.Connection], T],
+) -> Callable[[sqlite3.Connection], T]:
+    """Wrap ``fn`` in ``BEGIN IMMEDIATE`` ... ``COMMIT``, rolling back if it raises."""
+
+    def run(connection: sqlite3.Connection) -> T:
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(connection)
+            connection.execute("COMMIT")
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+        return result
+
+    return run
+
+
+def appending(
+    first: Callable[[sqlite3.Connection], T], retry: Callable[[sqlite3.Connection], T]
+) -> Callable[[sqlite3.Connection], T]:
+    """Run ``first`` in a write transaction, and if it raises ``Recheck``, ``retry`` in another."""
+    run_first, run_retry = in_write_transaction(first), in_write_transaction(retry)
+
+    def run(connection: sqlite3.Connection) -> T:
+        try:
+            return run_first(connection)
+        except Recheck:
+            return run_retry(connection)
+
+    return run
+
+
+def in_savepoint(fn: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], T]:
+    """Wrap ``fn`` in a savepoint, so that if it raises the transaction is as it was."""
+
+    def run(connection: sqlite3.Connection) -> T:
+        connection.execute("SAVEPOINT uno_step")
+        try:
+            result = fn(connection)
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK TO uno_step")
+                connection.execute("RELEASE uno_step")
+            raise
+        connection.execute("RELEASE uno_step")
+        return result
+
+    return run
+
+
+def encoded_size(appends: list[PreparedAppend]) -> int:
+    """Return the encoded bytes of every event of the appends."""
+    return sum(len(event.data) + len(event.metadata) for a in appends for event in a.events)
+
+
+# -- the primitives, over "run this on a connection" ----------------------------
