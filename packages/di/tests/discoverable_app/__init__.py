@@ -1,0 +1,1 @@
+"""A package for the scan tests: providers marked with @injectable in submodules."""
