@@ -82,9 +82,12 @@ class PostgresEventStore(EventStoreBase):
             autocommit and the UTC time zone (``from_url`` makes one).
         schema: The PostgreSQL schema of the store's tables.
         table_prefix: Prefix of the store's tables, so stores can share a schema.
-        notify: After each commit, wake subscribers in other processes with
+        notify: After commits, wake subscribers in other processes with
             ``NOTIFY`` (sent outside the writers' transactions, so it does not
             serialize their commits). Without it they poll.
+        notify_delay: Seconds to gather commits into one ``NOTIFY``: a busy
+            writer sends one every ``notify_delay`` instead of one per append,
+            and remote subscribers hear of events that much later.
         owns_pool: Close the pool when the store closes.
         **options: ``serializer``, ``max_event_size``, ``poll_interval``.
     """
@@ -99,12 +102,16 @@ class PostgresEventStore(EventStoreBase):
         schema: str = "public",
         table_prefix: str = "uno_",
         notify: bool = True,
+        notify_delay: float = 0.005,
         owns_pool: bool = False,
         **options: Any,
     ) -> None:
         super().__init__(registry, **options)
+        if notify_delay < 0:
+            raise StoreConfigurationError(f"notify_delay must be >= 0, got {notify_delay}")
         self.names = Names.of(schema, table_prefix)
         self.notify = notify
+        self.notify_delay = notify_delay
         self._pool = pool
         self._owns_pool = owns_pool
         self._bound: AsyncConnection[TupleRow] | None = None
@@ -412,8 +419,9 @@ class PostgresEventStore(EventStoreBase):
                 self._announcer = asyncio.get_running_loop().create_task(self._announce())
 
     async def _announce(self) -> None:
-        """Send NOTIFY after commits, coalescing those that come while one is in flight."""
+        """Send NOTIFY after commits, one for all those of a ``notify_delay`` window."""
         while self._announce_again:
+            await anyio.sleep(self.notify_delay)
             self._announce_again = False
             try:
                 async with self._pool.connection() as conn:
