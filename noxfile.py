@@ -132,6 +132,11 @@ def bench(session: nox.Session) -> None:
         "-e",
         "packages/event-storage[postgres]",
         "eventsourcing[postgres]>=9.3",
+        "-e",
+        "packages/di",
+        "dishka>=1.10",
+        "wireup>=2.13",
+        "dependency-injector>=4.49",
     )
     session.run("python", "-m", "benchmarks", *session.posargs)
 

@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 from uno.di import ContainerBuilder, Scope
-from uno.di.exceptions import MissingDependency, RegistrationError, UnknownService
+from uno.di.exceptions import MissingDependency, RegistrationError, ScopeClosed, UnknownService
 
 T = TypeVar("T")
 
@@ -256,3 +256,66 @@ def test_closing_the_container_finalizes_app_scoped_generator_factories() -> Non
             scope.get(Engine)
         assert events == ["start"]
     assert events == ["start", "stop"]
+
+
+class ClosingResource:
+    pass
+
+
+class UsesResource:
+    def __init__(self, resource: ClosingResource) -> None:
+        self.resource = resource
+
+
+class Shared:
+    pass
+
+
+class Left:
+    def __init__(self, shared: Shared) -> None:
+        self.shared = shared
+
+
+class Right:
+    def __init__(self, shared: Shared) -> None:
+        self.shared = shared
+
+
+class SharedTop:
+    def __init__(self, left: Left, right: Right) -> None:
+        self.left, self.right = left, right
+
+
+def test_a_closed_container_opens_no_more_scopes() -> None:
+    """After close, no scope can reach an app service that was already finalized."""
+    log: list[str] = []
+
+    def open_resource() -> Iterator[ClosingResource]:
+        log.append("open")
+        yield ClosingResource()
+        log.append("close")
+
+    builder = ContainerBuilder()
+    builder.add(open_resource, scope=Scope.APP)
+    builder.add(UsesResource, scope=Scope.REQUEST)
+    container = builder.build()
+    with container, container.scope() as scope:
+        scope.get(UsesResource)
+    assert log == ["open", "close"]
+    with pytest.raises(ScopeClosed):
+        container.scope()
+    assert log == ["open", "close"]
+
+
+def test_a_shared_dependency_is_built_once_in_a_fresh_scope() -> None:
+    """The empty-scope fast path still builds a service needed twice only once."""
+    builder = ContainerBuilder()
+    for cls in (Shared, Left, Right, SharedTop):
+        builder.add(cls, scope=Scope.REQUEST)
+    container = builder.build()
+    with container.scope() as scope:
+        top = scope.get(SharedTop)
+        assert top.left.shared is top.right.shared
+        assert scope.get(Shared) is top.left.shared
+    with container.scope() as other:
+        assert other.get(SharedTop).left.shared is not top.left.shared

@@ -38,18 +38,6 @@ _MISSING: Any = object()
 _INLINE_BUDGET = 24
 
 
-def _enter_generator(scope: Resolver, generator: Any) -> Any:
-    value = next(generator)
-    scope._add_finalizer(generator)
-    return value
-
-
-async def _enter_async_generator(scope: Resolver, generator: Any) -> Any:
-    value = await anext(generator)
-    scope._add_finalizer(generator)
-    return value
-
-
 class Compiler:
     """Produce, and memoize, the sync and async resolver of each node for each kind of scope.
 
@@ -224,8 +212,6 @@ class _Writer:
         self._is_async = is_async
         self._namespace: dict[str, Any] = {
             "MISSING": _MISSING,
-            "enter_generator": _enter_generator,
-            "enter_async_generator": _enter_async_generator,
             "LOCK": compiler._lock,
         }
         self._names: dict[int, str] = {}
@@ -233,11 +219,30 @@ class _Writer:
         self._variables = 0
         self._reads_cache = False
         self._budget = _INLINE_BUDGET if compiler.inlines and kind is not Scope.APP else 0
+        self._fresh: dict[Any, str] | None = None
+        """While writing the empty-cache branch: the variable of each service built so far."""
+        self._calls_same_scope = False
 
     def function(self, node: Node, *, cache: bool = True) -> Callable[..., Any]:
         """Compile a resolver of ``node``; ``cache=False`` builds without storing the value."""
         if cache and node.cached:
-            result = self._cached(node, 1)
+            budget = self._budget
+            result = self._cached(node, 2)
+            checked, self._lines = self._lines, []
+            # A scope's cache is empty until its first service: then nothing needs a lookup.
+            # Kept only when the whole subgraph is inline, so no other resolver fills the
+            # cache behind this one's back.
+            self._budget, self._fresh = budget, {}
+            fresh_result = self._cached(node, 2)
+            fresh, self._lines, self._fresh = self._lines, [], None
+            if self._calls_same_scope:
+                self._lines = [line[4:] for line in checked]
+            else:
+                self._line(1, "if cache:")
+                self._lines += checked
+                self._line(1, "else:")
+                self._lines += fresh
+                self._line(2, f"{result} = {fresh_result}")
         else:
             result = self._variable()
             self._create(node, result, 1)
@@ -273,6 +278,8 @@ class _Writer:
 
     def _cached(self, node: Node, indent: int) -> str:
         self._reads_cache = True
+        if self._fresh is not None:
+            return self._built_once(node, indent)
         result = self._variable()
         key = self._ref(node.key)
         # `in` then a subscript: two bytecodes, no method call, cheaper than cache.get.
@@ -281,6 +288,17 @@ class _Writer:
         self._line(indent, "else:")
         self._create(node, result, indent + 1)
         self._line(indent + 1, f"cache[{key}] = {result}")
+        return result
+
+    def _built_once(self, node: Node, indent: int) -> str:
+        """Build ``node`` into the empty cache, or reuse the variable that already holds it."""
+        assert self._fresh is not None
+        result = self._fresh.get(node.key)
+        if result is None:
+            result = self._variable()
+            self._create(node, result, indent)
+            self._line(indent, f"cache[{self._ref(node.key)}] = {result}")
+            self._fresh[node.key] = result
         return result
 
     def _value(self, node: Node, indent: int) -> str:
@@ -297,6 +315,8 @@ class _Writer:
                 self._create(node, result, indent)
                 return result
         result = self._variable()
+        if not (node.cached and node.home is not self._kind):
+            self._calls_same_scope = True
         if self._is_async and node.needs_async:
             resolver = self._ref(self._compiler.async_(node, self._kind))
             self._line(indent, f"{result} = await {resolver}(scope)")
@@ -313,17 +333,33 @@ class _Writer:
             self._line(indent, f"{result} = {self._ref(node.provider)}")
         else:
             call = f"{self._ref(node.provider)}({_arguments(arguments)})"
-            statement = {
-                ProviderKind.CALLABLE: call,
-                ProviderKind.COROUTINE: f"await {call}",
-                ProviderKind.GENERATOR: f"enter_generator(scope, {call})",
-                ProviderKind.ASYNC_GENERATOR: f"await enter_async_generator(scope, {call})",
-            }[node.kind or ProviderKind.CALLABLE]
-            self._line(indent, f"{result} = {statement}")
+            if node.kind in (ProviderKind.GENERATOR, ProviderKind.ASYNC_GENERATOR):
+                self._enter(node.kind, call, result, indent)
+            else:
+                statement = f"await {call}" if node.kind is ProviderKind.COROUTINE else call
+                self._line(indent, f"{result} = {statement}")
         for decoration in node.decorations:
             wrapped = [(d, self._value(n, indent)) for d, n in decoration.dependencies]
             wrapped.append((decoration.inner, result))
             self._line(indent, f"{result} = {self._ref(decoration.wrapper)}({_arguments(wrapped)})")
+
+    def _enter(self, kind: ProviderKind, call: str, result: str, indent: int) -> None:
+        """Run a generator factory to its value and register it for finalization, inline.
+
+        Inline rather than through a helper: an async helper would add a coroutine
+        to every request that opens a resource.
+        """
+        generator, finalizers = self._variable(), self._variable()
+        self._line(indent, f"{generator} = {call}")
+        if kind is ProviderKind.ASYNC_GENERATOR:
+            self._line(indent, f"{result} = await anext({generator})")
+        else:
+            self._line(indent, f"{result} = next({generator})")
+        self._line(indent, f"{finalizers} = scope._finalizers")
+        self._line(indent, f"if {finalizers} is None:")
+        self._line(indent + 1, f"scope._finalizers = [{generator}]")
+        self._line(indent, "else:")
+        self._line(indent + 1, f"{finalizers}.append({generator})")
 
     def _ref(self, obj: object) -> str:
         name = self._names.get(id(obj))

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from uno.di._compiler import AsyncResolve, Compiler, SyncResolve
 from uno.di._graph import Graph, Node
 from uno.di._keys import describe, key_of, named_key
-from uno.di._resolver import Resolver
+from uno.di._resolver import ClosedScopes, Resolver
 from uno.di._scope import Scope
 from uno.di.exceptions import RegistrationError, UnknownService
 
@@ -100,6 +100,11 @@ class Container(Resolver):
                 self._overriding -= 1
                 if self._overriding == 0:
                     self._switch(overriding=False)
+
+    def _closing(self) -> list[Any]:
+        # After close, opening a scope raises ScopeClosed instead of reaching finalized services.
+        self._tables = ClosedScopes()
+        return super()._closing()
 
     def _compiler(self) -> Compiler:
         if self._overriding == 0:

@@ -111,16 +111,10 @@ class Resolver:
         scope._finalizers = None
         return scope
 
-    def _add_finalizer(self, generator: Any) -> None:
-        if self._finalizers is None:
-            self._finalizers = [generator]
-        else:
-            self._finalizers.append(generator)
-
     def _closing(self) -> list[Any]:
         finalizers = self._finalizers or []
         self._finalizers = None
-        self._sync = self._async = _closed_table(self._kind)
+        self._sync = self._async = _CLOSED[self._kind]
         return finalizers
 
     def close(self, error: BaseException | None = None) -> None:
@@ -150,7 +144,16 @@ class Resolver:
         for finalizer in reversed(self._closing()):
             try:
                 if isinstance(finalizer, AsyncGeneratorType):
-                    await _finish_async_generator(finalizer, error)
+                    if error is None:
+                        # The common case, inline: a helper coroutine per finalizer costs
+                        # as much as the rest of closing the scope.
+                        try:
+                            await anext(finalizer)
+                        except StopAsyncIteration:
+                            continue
+                        errors.append(_yielded_again(finalizer))
+                    else:
+                        await _finish_async_generator(finalizer, error)
                 else:
                     _finish_generator(finalizer, error)
             except Exception as raised:
@@ -168,7 +171,7 @@ class Resolver:
         tb: TracebackType | None,
     ) -> None:
         if self._finalizers is None:
-            self._sync = self._async = _CLOSED.get(self._kind) or _closed_table(self._kind)
+            self._sync = self._async = _CLOSED[self._kind]
         else:
             self.close(error)
 
@@ -178,22 +181,22 @@ class Resolver:
         self._token = current_scope.set(self)
         return self
 
-    async def __aexit__(
+    def __aexit__(
         self,
         kind: type[BaseException] | None,
         error: BaseException | None,
         tb: TracebackType | None,
-    ) -> None:
-        self._leave()
-        if self._finalizers is None:
-            self._sync = self._async = _CLOSED.get(self._kind) or _closed_table(self._kind)
-        else:
-            await self.aclose(error)
-
-    def _leave(self) -> None:
-        if self._token is not None:
-            current_scope.reset(self._token)
+    ) -> Awaitable[None]:
+        # A plain method returning what to await: the finalizing coroutine itself
+        # rather than one more coroutine around it, on every request that opens a resource.
+        token = self._token
+        if token is not None:
+            current_scope.reset(token)
             self._token = None
+        if self._finalizers is None:
+            self._sync = self._async = _CLOSED[self._kind]
+            return _nothing()
+        return self.aclose(error)
 
 
 class ScopedContainer(Resolver):
@@ -202,11 +205,8 @@ class ScopedContainer(Resolver):
     __slots__ = ()
 
 
-def _closed_table(kind: Scope) -> _Closed:
-    table = _CLOSED.get(kind)
-    if table is None:
-        table = _CLOSED[kind] = _Closed(kind.name)
-    return table
+async def _nothing() -> None:
+    """Leave a scope that has nothing to finalize."""
 
 
 class _Closed(dict[Any, Any]):
@@ -223,7 +223,22 @@ class _Closed(dict[Any, Any]):
         raise ScopeClosed(self._scope)
 
 
-_CLOSED: dict[Scope, _Closed] = {}
+class _ClosedTables(dict[Scope, _Closed]):
+    """The closed table of each kind of scope, made on first use (a subscript is cheapest)."""
+
+    def __missing__(self, kind: Scope) -> _Closed:
+        table = self[kind] = _Closed(kind.name)
+        return table
+
+
+_CLOSED = _ClosedTables()
+
+
+class ClosedScopes(dict[Scope, Any]):
+    """A closed container's tables: opening any scope from it raises ``ScopeClosed``."""
+
+    def __missing__(self, kind: Scope) -> NoReturn:
+        raise ScopeClosed(Scope.APP.name)
 
 
 def _finish_generator(generator: Any, error: BaseException | None) -> None:
@@ -255,7 +270,11 @@ async def _finish_async_generator(generator: Any, error: BaseException | None) -
         if raised is error:
             return
         raise
-    raise RegistrationError(
+    raise _yielded_again(generator)
+
+
+def _yielded_again(generator: Any) -> RegistrationError:
+    return RegistrationError(
         f"Async generator factory {generator.__qualname__} yielded more than once; yield "
         "exactly once."
     )
