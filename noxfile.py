@@ -23,6 +23,14 @@ from packaging.utils import canonicalize_name
 ROOT = Path(__file__).parent
 PACKAGES = sorted(p.name for p in (ROOT / "packages").iterdir() if (p / "pyproject.toml").is_file())
 
+# The peers the benchmarks compare uno with (also installed to type-check benchmarks/).
+BENCH_PEERS = (
+    "eventsourcing[postgres]>=9.3",
+    "dishka>=1.10",
+    "wireup>=2.13",
+    "dependency-injector>=4.49",
+)
+
 nox.needs_version = ">=2025.2.9"
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.sessions = ["tests", "lint", "typecheck"]
@@ -115,7 +123,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """Run mypy --strict over the sources, then each package's tests on their own."""
-    _install_workspace(session, "mypy>=1.13", "nox>=2025.2.9", "eventsourcing>=9.3")
+    _install_workspace(session, "mypy>=1.13", "nox>=2025.2.9", *BENCH_PEERS)
     session.run("mypy", *[f"packages/{p}/src" for p in PACKAGES], "examples", "benchmarks")
     session.run("mypy", "noxfile.py")
     for package in PACKAGES:
@@ -131,12 +139,9 @@ def bench(session: nox.Session) -> None:
         _with_extras("core-events"),
         "-e",
         "packages/event-storage[postgres]",
-        "eventsourcing[postgres]>=9.3",
         "-e",
         "packages/di",
-        "dishka>=1.10",
-        "wireup>=2.13",
-        "dependency-injector>=4.49",
+        *BENCH_PEERS,
     )
     session.run("python", "-m", "benchmarks", *session.posargs)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from contextvars import ContextVar, Token
 from types import AsyncGeneratorType, TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn, Self, TypeVar, overload
@@ -67,21 +67,26 @@ class Resolver:
         return resolve(self)
 
     @overload
-    async def aget(self, service: type[T], name: str | None = None) -> T: ...
+    def aget(self, service: type[T], name: str | None = None) -> Awaitable[T]: ...
     @overload
-    async def aget(self, service: Any, name: str | None = None) -> Any: ...
-    async def aget(self, service: Any, name: str | None = None) -> Any:
-        """Return the service for ``service``, running async factories as needed."""
+    def aget(self, service: Any, name: str | None = None) -> Awaitable[Any]: ...
+    def aget(self, service: Any, name: str | None = None) -> Awaitable[Any]:
+        """Return an awaitable of the service, running async factories as needed.
+
+        Use it as ``await scope.aget(Service)``. It returns the resolver's own
+        coroutine rather than wrapping it in another, one layer less per
+        request; errors about the key (unknown service...) come from the call.
+        """
         key = service if name is None else (service, name)
         resolve = self._async.get(key)
         if resolve is not None:
-            return await resolve(self)
+            return resolve(self)
         sync = self._sync.get(key)
         if sync is None:
             sync, resolve = self._root._install(key, self._kind)
             if resolve is not None:
-                return await resolve(self)
-        return sync(self)
+                return resolve(self)
+        return _Ready(sync(self))
 
     def scope(
         self, kind: Scope = Scope.REQUEST, *, context: Mapping[Any, object] | None = None
@@ -175,11 +180,12 @@ class Resolver:
         else:
             self.close(error)
 
-    async def __aenter__(self) -> Self:
+    def __aenter__(self) -> Awaitable[Self]:
         # Only async scopes become current for @inject: a context variable switch
-        # would double the cost of a sync scope, the hot path of sync code.
+        # would double the cost of a sync scope, the hot path of sync code. A plain
+        # method returning a done awaitable: no coroutine to create on every request.
         self._token = current_scope.set(self)
-        return self
+        return _Ready(self)
 
     def __aexit__(
         self,
@@ -195,7 +201,7 @@ class Resolver:
             self._token = None
         if self._finalizers is None:
             self._sync = self._async = _CLOSED[self._kind]
-            return _nothing()
+            return _DONE
         return self.aclose(error)
 
 
@@ -205,8 +211,20 @@ class ScopedContainer(Resolver):
     __slots__ = ()
 
 
-async def _nothing() -> None:
-    """Leave a scope that has nothing to finalize."""
+class _Ready:
+    """An awaitable that is already done: what ``aget`` gives for a service built synchronously."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        yield from ()  # a generator that returns at once, never suspending
+        return self.value
+
+
+_DONE = _Ready(None)  # leaving a scope that has nothing to finalize
 
 
 class _Closed(dict[Any, Any]):
