@@ -319,3 +319,25 @@ def test_a_shared_dependency_is_built_once_in_a_fresh_scope() -> None:
         assert scope.get(Shared) is top.left.shared
     with container.scope() as other:
         assert other.get(SharedTop).left.shared is not top.left.shared
+
+
+class RequestInfo:
+    pass
+
+
+class Typo:
+    pass
+
+
+def test_scope_context_keys_must_be_declared() -> None:
+    builder = ContainerBuilder()
+    builder.add_context(RequestInfo, scope=Scope.REQUEST)
+    container = builder.build()
+    info = RequestInfo()
+    with container.scope(Scope.REQUEST, context={RequestInfo: info}) as scope:
+        assert scope.get(RequestInfo) is info
+    with pytest.raises(
+        RegistrationError, match="not a context value of the 'request' scope"
+    ) as error:
+        container.scope(Scope.REQUEST, context={RequestInfo: info, Typo: Typo()})
+    assert "builder.add_context(" in str(error.value)

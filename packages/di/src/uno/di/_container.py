@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from uno.di._compiler import AsyncResolve, Compiler, SyncResolve
 from uno.di._graph import Graph, Node
 from uno.di._keys import describe, key_of, named_key
+from uno.di._registration import ProviderKind
 from uno.di._resolver import ClosedScopes, Resolver
 from uno.di._scope import Scope
 from uno.di.exceptions import RegistrationError, UnknownService
@@ -33,6 +34,7 @@ class Container(Resolver):
 
     __slots__ = (
         "_compilers",
+        "_context_keys",
         "_graph",
         "_installed",
         "_lock",
@@ -50,6 +52,11 @@ class Container(Resolver):
         self._compilers = [Compiler(self._lock)]
         self._overriding = 0
         self._installed: dict[Any, Node] = {key: graph.node(key) for key in graph.keys}
+        context_keys: dict[Scope, set[Any]] = {}
+        for key, node in self._installed.items():
+            if node.kind is ProviderKind.CONTEXT:
+                context_keys.setdefault(node.home, set()).add(key)
+        self._context_keys = {kind: frozenset(keys) for kind, keys in context_keys.items()}
         self._tables: dict[Scope, tuple[_SyncTable, _AsyncTable]] = {}
         self._root = self
         self._parent = None

@@ -7,7 +7,7 @@ from contextvars import ContextVar, Token
 from types import AsyncGeneratorType, TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn, Self, TypeVar, overload
 
-from uno.di._keys import key_of
+from uno.di._keys import describe, key_of
 from uno.di._scope import Scope
 from uno.di.exceptions import (
     AsyncScopeRequired,
@@ -112,7 +112,19 @@ class Resolver:
             scope._sync, scope._async = root._tables[kind]
         except KeyError:
             scope._sync, scope._async = root._tables_for(kind)
-        scope._cache = {key_of(k): v for k, v in context.items()} if context else {}
+        if context:
+            cache = {key_of(k): v for k, v in context.items()}
+            declared = root._context_keys.get(kind, frozenset())
+            undeclared = [k for k in cache if k not in declared]
+            if undeclared:
+                raise RegistrationError(
+                    f"{describe(undeclared[0])} is not a context value of the {kind.name!r} "
+                    f"scope: declare it with builder.add_context({describe(undeclared[0])}, "
+                    "scope=...) for that scope, or check the key's spelling"
+                )
+            scope._cache = cache
+        else:
+            scope._cache = {}
         scope._finalizers = None
         return scope
 
