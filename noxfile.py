@@ -13,6 +13,7 @@ Sessions:
 
 from __future__ import annotations
 
+import functools
 import tomllib
 from pathlib import Path
 
@@ -37,6 +38,7 @@ nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.reuse_venv = "yes"
 
 
+@functools.cache
 def _project(package: str) -> dict[str, object]:
     with (ROOT / "packages" / package / "pyproject.toml").open("rb") as f:
         data: dict[str, object] = tomllib.load(f)

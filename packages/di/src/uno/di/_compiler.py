@@ -58,16 +58,16 @@ class Compiler:
         """Return the function that resolves ``node`` synchronously in a scope of ``kind``."""
         found = self._sync.get((node.key, kind))
         if found is None:
-            found = self._wrap_sync(node, self._build_sync(node, kind))
-            self._sync[node.key, kind] = found
+            found = self._sync[node.key, kind] = self._wrap_sync(node, self._build_sync(node, kind))
         return found
 
     def async_(self, node: Node, kind: Scope) -> AsyncResolve:
         """Return the coroutine function that resolves an async ``node`` in a scope of ``kind``."""
         found = self._async.get((node.key, kind))
         if found is None:
-            found = self._wrap_async(node, self._build_async(node, kind))
-            self._async[node.key, kind] = found
+            found = self._async[node.key, kind] = self._wrap_async(
+                node, self._build_async(node, kind)
+            )
         return found
 
     def _build_sync(self, node: Node, kind: Scope) -> SyncResolve:

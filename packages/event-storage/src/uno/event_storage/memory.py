@@ -66,9 +66,7 @@ class InMemoryEventStore(EventStoreBase):
         # Check everything first, then write: an error leaves nothing behind.
         plans: list[tuple[PreparedAppend, int] | AppendResult] = []
         for append in appends:
-            stream = self._streams.get(append.stream_id)
-            if stream is not None and stream.deleted:
-                raise StreamDeleted(append.stream_id, hard=stream.deleted == "hard")
+            stream = self._live_stream(append.stream_id)
             stored = {
                 e.event_id: self._ids[e.event_id] for e in append.events if e.event_id in self._ids
             }

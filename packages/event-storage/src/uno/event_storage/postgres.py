@@ -479,9 +479,9 @@ class PostgresEventStore(EventStoreBase):
     async def _stream_version(self, stream_id: str) -> int:
         with self._translated():
             async with self._connection() as conn:
-                cursor = await conn.execute(self._sql.stream_version, {"id": stream_id})
-                row = await cursor.fetchone()
-        return int(row[0]) if row and row[0] is not None else 0
+                cursor = await conn.execute(self._sql.stream_state, {"id": stream_id})
+                deleted, version = await cursor.fetchone() or (None, None)
+        return 0 if deleted is not None or version is None else int(version)
 
     # -- deletion, metadata, snapshots, checkpoints ------------------------------
 
@@ -617,11 +617,6 @@ class _Statements:
             for types in (False, True)
             for prefix in (False, True)
         }
-        self.stream_version = r(
-            "SELECT CASE WHEN EXISTS (SELECT 1 FROM {streams} WHERE stream_id = %(id)s "
-            "AND deleted IS NOT NULL) THEN 0 ELSE (SELECT max(stream_version) FROM {events} "
-            "WHERE stream_id = %(id)s) END"
-        )
         self.stream_state = r(
             "SELECT (SELECT deleted FROM {streams} WHERE stream_id = %(id)s), "
             "(SELECT max(stream_version) FROM {events} WHERE stream_id = %(id)s)"
