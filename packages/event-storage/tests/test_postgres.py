@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -12,6 +15,7 @@ import psycopg_pool
 import pytest
 
 from uno.event_storage import open_event_store
+from uno.event_storage._postgres_leases import advisory_lock_key
 from uno.event_storage._postgres_schema import MIGRATIONS, Names
 from uno.event_storage.exceptions import (
     SchemaNotMigrated,
@@ -19,7 +23,7 @@ from uno.event_storage.exceptions import (
     StoreUnavailable,
     TransactionOrderConflict,
 )
-from uno.event_storage.postgres import PostgresEventStore
+from uno.event_storage.postgres import PostgresEventStore, PostgresLease
 from uno.event_storage.testing import (
     EventStoreContract,
     MoneyDeposited,
@@ -27,7 +31,14 @@ from uno.event_storage.testing import (
     contract_registry,
     run_concurrent_writers,
 )
-from uno.events import EventRegistry, NewEvent, WrongExpectedVersion
+from uno.events import (
+    EventRegistry,
+    Lease,
+    LeaseStore,
+    NewEvent,
+    TransactionalEventStore,
+    WrongExpectedVersion,
+)
 from uno.events.exceptions import EventDecodeError
 
 
@@ -386,3 +397,183 @@ async def test_server_options_in_the_url_are_kept(
             zone = await (await conn.execute("SELECT current_setting('TimeZone')")).fetchone()
         assert row == ("uno-options-test",)
         assert zone == ("UTC",)
+
+
+# -- lag: log_position and count_events ----------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_log_position_and_count_events_respect_the_read_fence(
+    store: PostgresEventStore, postgres_url: str
+) -> None:
+    """An event committed after an older, still open transaction is not named or counted yet."""
+    first = await store.append("s", [MoneyDeposited(amount=1)])
+    async with await psycopg.AsyncConnection.connect(postgres_url) as other:
+        await other.execute("SELECT pg_current_xact_id()")  # holds an id, stays open
+        later = await store.append("s", [MoneyDeposited(amount=2), MoneyDeposited(amount=3)])
+        assert await store.log_position() == first.global_position
+        assert await store.count_events() == 1
+        assert await store.count_events(after=first.global_position) == 0
+        await other.rollback()
+    assert await store.log_position() == later.global_position
+    assert await store.count_events() == 3
+    assert await store.count_events(after=first.global_position) == 2
+    # Positions are sparse: their difference is not a number of events.
+    assert later.global_position - first.global_position > 2
+
+
+# -- leases -------------------------------------------------------------------------
+
+
+async def terminate(postgres_url: str, pid: int) -> None:
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as admin:
+        await admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+
+
+@pytest.mark.anyio
+async def test_two_stores_cannot_both_hold_a_lease_until_it_is_released(
+    registry: EventRegistry, schema: str, postgres_url: str
+) -> None:
+    async with (
+        await open_store(postgres_url, registry, schema, auto_migrate=True) as one,
+        await open_store(postgres_url, registry, schema) as two,
+    ):
+        leases_one: LeaseStore = one.lease_store()  # checked by mypy too
+        leases_two = two.lease_store()
+        transactional: TransactionalEventStore = one
+        assert isinstance(leases_one, LeaseStore)
+        assert isinstance(transactional, TransactionalEventStore)
+        lease = await leases_one.try_acquire("projection-1")
+        assert isinstance(lease, PostgresLease)
+        assert isinstance(lease, Lease)
+        assert lease.name == "projection-1"
+        assert await leases_two.try_acquire("projection-1") is None
+        assert await leases_one.try_acquire("projection-1") is None  # one holder, even in-process
+        other = await leases_two.try_acquire("projection-2")
+        assert other is not None
+        assert await lease.check()
+        await lease.release()
+        await lease.release()
+        assert not await lease.check()
+        successor = await leases_two.try_acquire("projection-1")
+        assert successor is not None
+        assert await successor.check()
+        await successor.release()
+        await other.release()
+
+
+@pytest.mark.anyio
+async def test_a_lease_whose_connection_is_killed_is_lost_and_free_again(
+    store: PostgresEventStore, postgres_url: str
+) -> None:
+    leases = store.lease_store()
+    lease = await leases.try_acquire("projection-1")
+    assert isinstance(lease, PostgresLease)
+    await terminate(postgres_url, lease.backend_pid)
+    with anyio.fail_after(10):
+        assert not await lease.check()
+    assert not await lease.check()  # lost for good
+    successor = await leases.try_acquire("projection-1")
+    assert successor is not None
+    assert await successor.check()
+    await lease.release()  # harmless after the loss
+    assert await successor.check()
+    await successor.release()
+
+
+@pytest.mark.anyio
+async def test_a_lease_unlocked_behind_its_back_is_lost(
+    store: PostgresEventStore, postgres_url: str
+) -> None:
+    """check() asks the server: a lock gone from pg_locks means the lease is gone."""
+    lease = await store.lease_store().try_acquire("p")
+    assert isinstance(lease, PostgresLease)
+    connection = lease._connection
+    assert connection is not None
+    await connection.execute("SELECT pg_advisory_unlock_all()")
+    assert not await lease.check()
+    assert lease._connection is None  # its session is closed
+    successor = await store.lease_store().try_acquire("p")
+    assert successor is not None
+    await successor.release()
+
+
+@pytest.mark.anyio
+async def test_leases_of_stores_in_other_schemas_do_not_collide(
+    registry: EventRegistry, schema: str, postgres_url: str
+) -> None:
+    async with (
+        await open_store(postgres_url, registry, schema, auto_migrate=True) as one,
+        await open_store(
+            postgres_url, registry, schema, auto_migrate=True, table_prefix="other_"
+        ) as prefixed,
+    ):
+        other_schema = f"{schema}_b"
+        try:
+            async with await open_store(
+                postgres_url, registry, other_schema, auto_migrate=True
+            ) as two:
+                held = await one.lease_store().try_acquire("projection-1")
+                assert held is not None
+                elsewhere = await two.lease_store().try_acquire("projection-1")
+                assert elsewhere is not None
+                beside = await prefixed.lease_store().try_acquire("projection-1")
+                assert beside is not None
+                for lease in (held, elsewhere, beside):
+                    assert await lease.check()
+                    await lease.release()
+        finally:
+            async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+                await conn.execute(f'DROP SCHEMA IF EXISTS "{other_schema}" CASCADE')
+
+
+def test_lease_keys_are_stable_and_depend_on_the_namespace() -> None:
+    key = advisory_lock_key("uno.event_storage:public.uno_", "projection-1")
+    assert key == advisory_lock_key("uno.event_storage:public.uno_", "projection-1")
+    assert key != advisory_lock_key("uno.event_storage:other.uno_", "projection-1")
+    assert key != advisory_lock_key("uno.event_storage:public.uno_", "projection-2")
+    assert all(-(2**31) <= part < 2**31 for part in key)
+
+
+_LEASE_HOLDER = """
+import sys, anyio
+from uno.event_storage.postgres import PostgresEventStore
+from uno.event_storage.testing import contract_registry
+
+async def main():
+    store = await PostgresEventStore.from_url(sys.argv[1], registry=contract_registry(),
+                                              schema=sys.argv[2])
+    lease = await store.lease_store().try_acquire("projection-1")
+    print("held" if lease is not None else "refused", flush=True)
+    await anyio.sleep(120)
+
+anyio.run(main)
+"""
+
+
+@pytest.mark.anyio
+async def test_a_killed_holder_process_frees_its_lease(
+    store: PostgresEventStore, schema: str, postgres_url: str
+) -> None:
+    leases = store.lease_store()
+    async with await anyio.open_process(
+        [sys.executable, "-c", _LEASE_HOLDER, postgres_url, schema],
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+    ) as child:
+        try:
+            assert child.stdout is not None
+            with anyio.fail_after(30):
+                line = await child.stdout.receive()
+            assert line.decode().strip() == "held"
+            assert await leases.try_acquire("projection-1") is None
+        finally:
+            child.send_signal(signal.SIGKILL)
+            await child.wait()
+    with anyio.fail_after(10):  # the server ends the session as the socket closes
+        while True:
+            lease = await leases.try_acquire("projection-1")
+            if lease is not None:
+                break
+            await anyio.sleep(0.05)
+    assert await lease.check()
+    await lease.release()

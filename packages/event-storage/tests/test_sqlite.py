@@ -33,7 +33,16 @@ from uno.event_storage.testing import (
     contract_registry,
     run_concurrent_writers,
 )
-from uno.events import NO_STREAM, Event, EventRegistry, NewEvent, RecordedEvent, StreamAppend
+from uno.events import (
+    NO_STREAM,
+    Event,
+    EventRegistry,
+    LeaseStore,
+    NewEvent,
+    RecordedEvent,
+    StreamAppend,
+    TransactionalEventStore,
+)
 from uno.events.exceptions import EventDecodeError
 
 pytestmark = pytest.mark.anyio
@@ -687,3 +696,51 @@ async def test_inline_appends_keep_the_wal_checkpointed(db: Path, registry: Even
     assert largest < 12 * 1024 * 1024
     assert autocheckpoint == 0
     assert query(db, "SELECT count(*) FROM uno_events") == [(3000,)]
+
+
+# -- lag and leases -----------------------------------------------------------------
+
+
+async def test_a_transaction_counts_its_own_events(db: Path, registry: EventRegistry) -> None:
+    async with await open_store(db, registry) as store:
+        await store.append("s", deposits(1))
+        async with store.transaction() as tx:
+            result = await tx.append("s", deposits(2))
+            assert await tx.log_position() == result.global_position
+            assert await tx.count_events() == 3
+            assert await store.count_events() == 1
+        assert await store.log_position() == result.global_position
+
+
+async def test_erasing_the_newest_events_lowers_the_log_position(
+    db: Path, registry: EventRegistry
+) -> None:
+    async with await open_store(db, registry) as store:
+        kept = await store.append("kept", deposits(1))
+        await store.append("erased", deposits(2))
+        await store.delete_stream("erased", hard=True)
+        assert await store.log_position() == kept.global_position
+        assert await store.count_events(after=kept.global_position) == 0
+
+
+async def test_stores_of_one_file_share_their_leases(
+    tmp_path: Path, registry: EventRegistry
+) -> None:
+    async with (
+        await open_store(tmp_path / "a.db", registry) as one,
+        await open_store(tmp_path / "a.db", registry) as two,
+        await open_store(tmp_path / "a.db", registry, table_prefix="other_") as prefixed,
+        await open_store(tmp_path / "b.db", registry) as elsewhere,
+    ):
+        leases: LeaseStore = one.lease_store()  # checked by mypy too
+        transactional: TransactionalEventStore = one
+        assert isinstance(leases, LeaseStore)
+        assert isinstance(transactional, TransactionalEventStore)
+        lease = await one.lease_store().try_acquire("projection-1")
+        assert lease is not None
+        assert await two.lease_store().try_acquire("projection-1") is None
+        assert await prefixed.lease_store().try_acquire("projection-1") is not None
+        assert await elsewhere.lease_store().try_acquire("projection-1") is not None
+        await lease.release()
+        assert not await lease.check()
+        assert await two.lease_store().try_acquire("projection-1") is not None

@@ -19,8 +19,14 @@ register them, and serialize them through the registry::
 from uno.events import exceptions
 from uno.events._clock import Clock, ManualClock, SystemClock
 from uno.events._event import Event, validate_event_type
-from uno.events._handling import EventHandler, EventPublisher
+from uno.events._handling import (
+    COMMAND_ID_HEADER,
+    CommandSender,
+    EventHandler,
+    EventPublisher,
+)
 from uno.events._identifiers import uuid7
+from uno.events._leases import Lease, LeaseStore
 from uno.events._metadata import EventMetadata, RecordedEvent
 from uno.events._registry import EventRegistry
 from uno.events._serialization import JsonSerializer, MsgPackSerializer, Serializer
@@ -36,9 +42,11 @@ from uno.events._store import (
     NewEvent,
     Snapshot,
     SnapshotStore,
+    StoreTransaction,
     StreamAppend,
     StreamState,
     Subscription,
+    TransactionalEventStore,
 )
 from uno.events._streams import MAX_STREAM_ID_LENGTH, validate_stream_id
 from uno.events._upcasting import RawUpcaster, TypedUpcaster, Upcaster, typed_upcaster, upcaster
@@ -66,12 +74,14 @@ from uno.events.exceptions import (
 
 __all__ = [
     "ANY",
+    "COMMAND_ID_HEADER",
     "MAX_STREAM_ID_LENGTH",
     "NO_STREAM",
     "STREAM_EXISTS",
     "AppendResult",
     "CheckpointStore",
     "Clock",
+    "CommandSender",
     "Direction",
     "DuplicateEventId",
     "DuplicateEventType",
@@ -90,6 +100,8 @@ __all__ = [
     "ExpectedVersion",
     "InvalidStreamId",
     "JsonSerializer",
+    "Lease",
+    "LeaseStore",
     "ManualClock",
     "MsgPackSerializer",
     "NewEvent",
@@ -99,6 +111,7 @@ __all__ = [
     "Serializer",
     "Snapshot",
     "SnapshotStore",
+    "StoreTransaction",
     "StoreUnavailable",
     "StreamAppend",
     "StreamDeleted",
@@ -106,6 +119,7 @@ __all__ = [
     "Subscription",
     "SystemClock",
     "TransactionOrderConflict",
+    "TransactionalEventStore",
     "TypedUpcaster",
     "UnknownEventType",
     "UnoEventsError",

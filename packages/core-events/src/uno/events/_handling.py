@@ -1,4 +1,4 @@
-"""Who reacts to events: handlers, and publishers that hand events to a broker."""
+"""Who reacts to events (handlers), hands them to a broker (publishers), or sends commands."""
 
 from __future__ import annotations
 
@@ -6,9 +6,12 @@ from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 from uno.events._event import Event
-from uno.events._metadata import RecordedEvent
+from uno.events._metadata import EventMetadata, RecordedEvent
 
-__all__ = ["EventHandler", "EventPublisher"]
+__all__ = ["COMMAND_ID_HEADER", "CommandSender", "EventHandler", "EventPublisher"]
+
+COMMAND_ID_HEADER = "uno-command-id"
+"""The metadata header that carries a command's id, for receivers to deduplicate."""
 
 
 @runtime_checkable
@@ -38,4 +41,21 @@ class EventPublisher(Protocol):
 
     async def publish(self, events: Sequence[RecordedEvent[Event]]) -> None:
         """Publish ``events`` in order."""
+        ...
+
+
+@runtime_checkable
+class CommandSender(Protocol):
+    """Sends a command to the one handler that takes it, and returns what it returned.
+
+    Process managers send through it, at least once: when
+    ``metadata.headers[COMMAND_ID_HEADER]`` is set, a command sent again
+    carries the same id, and an implementer (or the command's handler)
+    guarantees that handling a command id twice has the effect of handling it
+    once. It raises when the command could not be handled; a refusal that the
+    sender should react to is better reported as an event.
+    """
+
+    async def send(self, command: object, /, *, metadata: EventMetadata | None = None) -> object:
+        """Send ``command`` with ``metadata`` (correlation, causation, command id)."""
         ...

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, Protocol, Self, TypeAlias, runtime_checkable
 from uuid import UUID
@@ -26,9 +27,11 @@ __all__ = [
     "NewEvent",
     "Snapshot",
     "SnapshotStore",
+    "StoreTransaction",
     "StreamAppend",
     "StreamState",
     "Subscription",
+    "TransactionalEventStore",
 ]
 
 
@@ -202,6 +205,31 @@ class EventStore(Protocol):
         """Follow the global log after position ``after``: catch up, then go live."""
         ...
 
+    async def log_position(self) -> int:
+        """Return the global position of the last event ``read_all`` would return now.
+
+        ``0`` for an empty log. It never names a position that a reader of the
+        global log cannot see yet: ``read_all(after=...)`` from a checkpoint at
+        or above it returns nothing new until more events commit.
+        """
+        ...
+
+    async def count_events(
+        self,
+        *,
+        after: int = 0,
+        before: int | None = None,
+        event_types: Collection[str] | None = None,
+        stream_prefix: str | None = None,
+    ) -> int:
+        """Return how many events ``read_all`` would return in positions ``(after, before]``.
+
+        The filters are those of ``read_all``; ``before=None`` counts to the end
+        of what is visible now. Positions may be sparse, so subtracting two of
+        them does not count events: this does (for example a projection's lag).
+        """
+        ...
+
     async def stream_version(self, stream_id: str) -> int | None:
         """Return the version of a stream's last event, or ``None`` if it has none."""
         ...
@@ -256,4 +284,30 @@ class CheckpointStore(Protocol):
 
     async def save_checkpoint(self, consumer: str, position: int) -> None:
         """Record that the consumer processed everything up to ``position``."""
+        ...
+
+
+@runtime_checkable
+class StoreTransaction(EventStore, SnapshotStore, CheckpointStore, Protocol):
+    """A store bound to one open transaction of its backend.
+
+    Everything done through it (appends, snapshots, checkpoints, and the
+    backend's own access to the transaction, such as a PostgreSQL
+    ``connection`` or SQLite ``run``) commits together or not at all.
+    ``subscribe`` may refuse: a subscription follows what commits.
+    """
+
+
+@runtime_checkable
+class TransactionalEventStore(EventStore, SnapshotStore, CheckpointStore, Protocol):
+    """An event store whose writes can join one transaction with the caller's own.
+
+    An implementer guarantees that ``transaction()`` yields a
+    ``StoreTransaction`` whose writes commit when the block ends and roll back,
+    all of them, if it raises; that readers of the global log never see a
+    rolled-back event; and that subscribers learn of the committed events.
+    """
+
+    def transaction(self) -> AbstractAsyncContextManager[StoreTransaction]:
+        """Open a transaction; it commits when the block ends, and rolls back if it raises."""
         ...

@@ -26,7 +26,7 @@ from uno.event_storage._opening import (
     open_event_store,
 )
 from uno.event_storage._subscription import PollingSubscription
-from uno.event_storage.memory import InMemoryEventStore
+from uno.event_storage.memory import InMemoryEventStore, InMemoryLeaseStore, InMemoryTransaction
 from uno.event_storage.sqlite import SQLiteEventStore, SQLiteTransaction
 
 __all__ = [
@@ -36,6 +36,8 @@ __all__ = [
     "ClosableEventStore",
     "EventStoreBase",
     "InMemoryEventStore",
+    "InMemoryLeaseStore",
+    "InMemoryTransaction",
     "PollingSubscription",
     "PreparedAppend",
     "PreparedEvent",

@@ -60,6 +60,7 @@ __all__ = [
 ]
 
 DEFAULT_MAX_EVENT_SIZE = 1024 * 1024
+_WALK_BATCH = 1000  # rows per _read_all call when a default primitive walks the log
 _EMPTY_METADATA = EventMetadata()
 
 
@@ -352,6 +353,37 @@ class EventStoreBase(abc.ABC):
         """
         return PollingSubscription(self, after=after, batch_size=batch_size)
 
+    async def log_position(self) -> int:
+        """Return the global position of the last event ``read_all`` can return now, 0 if none.
+
+        Use it with ``count_events`` to measure how far a consumer lags behind.
+        """
+        with self._telemetry.read("log_position", None):
+            return await self._log_position()
+
+    async def count_events(
+        self,
+        *,
+        after: int = 0,
+        before: int | None = None,
+        event_types: Collection[str] | None = None,
+        stream_prefix: str | None = None,
+    ) -> int:
+        """Return how many events ``read_all`` can return now in positions ``(after, before]``.
+
+        ``before=None`` counts to the end of the visible log; the filters are
+        those of ``read_all``. Positions may be sparse (PostgreSQL's are), so
+        this, not a difference of positions, is a consumer's lag in events:
+        ``await store.count_events(after=checkpoint)``.
+        """
+        if after < 0:
+            raise StoreConfigurationError(f"after must be >= 0, got {after}")
+        if before is not None and before <= after:
+            return 0
+        types = tuple(sorted(set(event_types))) if event_types is not None else None
+        with self._telemetry.read("count_events", None):
+            return await self._count_events(after, before, types, stream_prefix)
+
     async def stream_version(self, stream_id: str) -> int | None:
         """Return the version of a stream's last event, or ``None`` if it has none."""
         validate_stream_id(stream_id)
@@ -500,6 +532,46 @@ class EventStoreBase(abc.ABC):
         reached the end of what is safe to read. Filtering may return fewer
         rows than ``limit`` before the end.
         """
+
+    async def _log_position(self) -> int:
+        """Return the position of the last event ``_read_all`` can return now, 0 if none.
+
+        This default walks the whole log through ``_read_all``; a backend
+        overrides it with one query.
+        """
+        last, position = 0, 0
+        while True:
+            rows, scanned_to = await self._read_all(position, _WALK_BATCH, None, None)
+            if rows:
+                last = rows[-1][3]
+            if scanned_to is None:
+                return last
+            position = scanned_to
+
+    async def _count_events(
+        self,
+        after: int,
+        before: int | None,
+        event_types: tuple[str, ...] | None,
+        stream_prefix: str | None,
+    ) -> int:
+        """Count the events ``_read_all`` can return in ``(after, before]`` with these filters.
+
+        This default walks that part of the log through ``_read_all``; a
+        backend overrides it with one query.
+        """
+        count, position = 0, after
+        while True:
+            rows, scanned_to = await self._read_all(
+                position, _WALK_BATCH, event_types, stream_prefix
+            )
+            for row in rows:
+                if before is not None and row[3] > before:
+                    return count
+                count += 1
+            if scanned_to is None or (before is not None and scanned_to >= before):
+                return count
+            position = scanned_to
 
     @abc.abstractmethod
     async def _stream_version(self, stream_id: str) -> int:

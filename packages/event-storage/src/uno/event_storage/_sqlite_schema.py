@@ -46,6 +46,7 @@ __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Migration", "Recheck", "SQLiteSchema
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,30}")
 _LAST_VERSION = 2**62  # reads backwards from the end of any stream
+_LAST_POSITION_BOUND = 2**63 - 1  # the largest position SQLite can store
 _COLUMNS = (
     "event_id, stream_id, stream_version, position, recorded_at, "
     "event_type, event_version, data, metadata"
@@ -134,6 +135,7 @@ _BACKWARDS = (
 _LOG = "SELECT {columns} FROM {p}events WHERE position > ? ORDER BY position LIMIT ?"
 _LAST_POSITION = "SELECT max(position) FROM {p}events"
 _WINDOW = "SELECT {columns} FROM {p}events WHERE position > ? AND position <= ?"
+_COUNT_WINDOW = "SELECT count(*) FROM {p}events WHERE position > ? AND position <= ?"
 _SOFT_DELETE = (
     "INSERT INTO {p}streams (stream_id, deleted) VALUES (?, 'soft') "
     "ON CONFLICT (stream_id) DO UPDATE SET deleted = 'soft'"
@@ -221,6 +223,7 @@ class SQLiteSchema:
         self._log = statement(_LOG)
         self._last_position = statement(_LAST_POSITION)
         self._window = statement(_WINDOW)
+        self._count_window = statement(_COUNT_WINDOW)
         self._soft_delete = statement(_SOFT_DELETE)
         self._raise_high_water = statement(_RAISE_HIGH_WATER)
         self._hard_delete = tuple(statement(t) for t in _HARD_DELETE)
@@ -468,20 +471,36 @@ class SQLiteSchema:
         if last is None or last <= after:
             return [], None
         upto = min(last, after + scan_window)
-        query = [self._window]
-        parameters: list[object] = [after, upto]
-        if stream_prefix is not None:
-            # substr, not LIKE: the prefix is literal, '%' and '_' included.
-            query.append("AND substr(stream_id, 1, ?) = ?")
-            parameters += [len(stream_prefix), stream_prefix]
-        if event_types is not None:
-            query.append(f"AND event_type IN ({', '.join('?' * len(event_types))})")
-            parameters += event_types
-        query.append("ORDER BY position LIMIT ?")
-        rows = _rows(connection.execute(" ".join(query), [*parameters, limit]))
+        query, parameters = _filtered(self._window, after, upto, event_types, stream_prefix)
+        rows = _rows(connection.execute(query + " ORDER BY position LIMIT ?", [*parameters, limit]))
         if len(rows) == limit:
             return rows, rows[-1].global_position
         return rows, upto if upto < last else None
+
+    def log_position(self, connection: sqlite3.Connection) -> int:
+        """Return the position of the last stored event, 0 if none."""
+        (last,) = connection.execute(self._last_position).fetchone()
+        return int(last or 0)
+
+    def count_events(
+        self,
+        connection: sqlite3.Connection,
+        after: int,
+        before: int | None,
+        *,
+        event_types: tuple[str, ...] | None,
+        stream_prefix: str | None,
+    ) -> int:
+        """Count the stored events in positions ``(after, before]`` that pass the filters."""
+        query, parameters = _filtered(
+            self._count_window,
+            after,
+            _LAST_POSITION_BOUND if before is None else before,
+            event_types,
+            stream_prefix,
+        )
+        (count,) = connection.execute(query, parameters).fetchone()
+        return int(count)
 
     def stream_version(self, connection: sqlite3.Connection, stream_id: str) -> int:
         """Return the version of the stream's last event, 0 if none or deleted."""
@@ -553,6 +572,26 @@ class SQLiteSchema:
     def save_checkpoint(self, connection: sqlite3.Connection, consumer: str, position: int) -> None:
         """Store the consumer's checkpoint."""
         connection.execute(self._save_checkpoint, (consumer, position))
+
+
+def _filtered(
+    window: str,
+    after: int,
+    upto: int,
+    event_types: tuple[str, ...] | None,
+    stream_prefix: str | None,
+) -> tuple[str, list[object]]:
+    """Return ``window`` (a query of positions in ``(after, upto]``) with the filters added."""
+    query = [window]
+    parameters: list[object] = [after, upto]
+    if stream_prefix is not None:
+        # substr, not LIKE: the prefix is literal, '%' and '_' included.
+        query.append("AND substr(stream_id, 1, ?) = ?")
+        parameters += [len(stream_prefix), stream_prefix]
+    if event_types is not None:
+        query.append(f"AND event_type IN ({', '.join('?' * len(event_types))})")
+        parameters += event_types
+    return " ".join(query), parameters
 
 
 def _rows(cursor: sqlite3.Cursor) -> list[Row]:

@@ -29,6 +29,7 @@ from uno.event_storage._core import (
     Row,
     check_expected_version,
 )
+from uno.event_storage._postgres_leases import PostgresLease, PostgresLeaseStore
 from uno.event_storage._postgres_schema import (
     MIGRATIONS,
     POSITION_BITS,
@@ -55,7 +56,7 @@ from uno.events import (
     ExpectedVersion,
 )
 
-__all__ = ["PostgresEventStore"]
+__all__ = ["PostgresEventStore", "PostgresLease", "PostgresLeaseStore"]
 
 logger = logging.getLogger(__name__)
 
@@ -251,6 +252,29 @@ class PostgresEventStore(EventStoreBase):
         have, want = await self.schema_version(), MIGRATIONS[-1][0]
         if have < want:
             raise SchemaNotMigrated(f"schema {self.names.schema!r}", have, want)
+
+    # -- leases ----------------------------------------------------------------
+
+    def lease_store(self, *, check_timeout: float = 5.0) -> PostgresLeaseStore:
+        """Return leases shared by every process that opens this store (schema and prefix).
+
+        Each held lease is a session-level advisory lock on a connection of its
+        own, so a holder that dies or loses its connection loses the lease.
+
+        Raises:
+            StoreConfigurationError: the pool's connection string is unknown
+                (a pool built with a conninfo callable).
+        """
+        if not self._conninfo:
+            raise StoreConfigurationError(
+                "leases need the database's connection string, and this store's pool has none: "
+                "build PostgresLeaseStore(conninfo, namespace=...) yourself"
+            )
+        return PostgresLeaseStore(
+            self._conninfo,
+            namespace=f"uno.event_storage:{self.names.schema}.{self.names.prefix}",
+            check_timeout=check_timeout,
+        )
 
     # -- connections and transactions ------------------------------------------
 
@@ -476,6 +500,32 @@ class PostgresEventStore(EventStoreBase):
                 rows: list[Any] = await cursor.fetchall()
         return rows, (rows[-1][3] if len(rows) == limit else None)
 
+    async def _log_position(self) -> int:
+        with self._translated():
+            async with self._connection() as conn:
+                cursor = await conn.execute(self._sql.log_position)
+                row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    async def _count_events(
+        self,
+        after: int,
+        before: int | None,
+        event_types: tuple[str, ...] | None,
+        stream_prefix: str | None,
+    ) -> int:
+        query = self._sql.count_events(event_types is not None, stream_prefix is not None)
+        params: list[Any] = [after, before]
+        if event_types is not None:
+            params.append(list(event_types))
+        if stream_prefix is not None:
+            params.append(stream_prefix)
+        with self._translated():
+            async with self._connection() as conn:
+                cursor = await conn.execute(query, params)
+                row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
     async def _stream_version(self, stream_id: str) -> int:
         with self._translated():
             async with self._connection() as conn:
@@ -610,13 +660,25 @@ class _Statements:
                 "SELECT " + _ROW_COLUMNS + " FROM {events} WHERE global_position > %s "
                 "AND global_position < "
                 + _SAFE_END
-                + (" AND event_type = ANY (%s::text[])" if types else "")
-                + (" AND starts_with(stream_id, %s)" if prefix else "")
+                + _filters(types, prefix)
                 + " ORDER BY global_position LIMIT %s"
             )
             for types in (False, True)
             for prefix in (False, True)
         }
+        self._count_events = {
+            (types, prefix): r(
+                "SELECT count(*) FROM {events} WHERE global_position > %s "
+                "AND global_position <= coalesce(%s::bigint, 9223372036854775807) "
+                "AND global_position < " + _SAFE_END + _filters(types, prefix)
+            )
+            for types in (False, True)
+            for prefix in (False, True)
+        }
+        self.log_position = r(
+            "SELECT coalesce(max(global_position), 0) FROM {events} "
+            "WHERE global_position < " + _SAFE_END
+        )
         self.stream_state = r(
             "SELECT (SELECT deleted FROM {streams} WHERE stream_id = %(id)s), "
             "(SELECT max(stream_version) FROM {events} WHERE stream_id = %(id)s)"
@@ -659,6 +721,17 @@ class _Statements:
     def read_all(self, types: bool, prefix: bool) -> str:
         """Return the global-log query with the given filters."""
         return self._read_all[(types, prefix)]
+
+    def count_events(self, types: bool, prefix: bool) -> str:
+        """Return the query that counts visible events with the given filters."""
+        return self._count_events[(types, prefix)]
+
+
+def _filters(types: bool, prefix: bool) -> str:
+    """Return the conditions of ``read_all``'s filters (their parameters come in this order)."""
+    return (" AND event_type = ANY (%s::text[])" if types else "") + (
+        " AND starts_with(stream_id, %s)" if prefix else ""
+    )
 
 
 @contextmanager

@@ -66,6 +66,7 @@ import asyncio
 import os
 import sqlite3
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -76,6 +77,7 @@ import anyio
 import anyio.to_thread
 
 from uno.event_storage._core import DEFAULT_MAX_EVENT_SIZE, EventStoreBase, PreparedAppend, Row
+from uno.event_storage._memory_leases import InMemoryLeaseStore
 from uno.event_storage._sqlite_schema import SCHEMA_VERSION, SQLiteSchema
 from uno.event_storage._subscription import PollingSubscription
 from uno.event_storage.exceptions import (
@@ -141,6 +143,24 @@ class _SQLiteAccess(EventStoreBase):
                 event_types=event_types,
                 stream_prefix=stream_prefix,
                 scan_window=window,
+            )
+        )
+
+    async def _log_position(self) -> int:
+        sql = self._sql
+        return await self._reading(sql.log_position)
+
+    async def _count_events(
+        self,
+        after: int,
+        before: int | None,
+        event_types: tuple[str, ...] | None,
+        stream_prefix: str | None,
+    ) -> int:
+        sql = self._sql
+        return await self._reading(
+            lambda c: sql.count_events(
+                c, after, before, event_types=event_types, stream_prefix=stream_prefix
             )
         )
 
@@ -330,6 +350,21 @@ class SQLiteEventStore(_SQLiteAccess):
         have = await self._open()  # someone may have migrated since the last look
         if not self._schema_ready:
             raise SchemaNotMigrated(self.path, have, SCHEMA_VERSION)
+
+    def lease_store(self) -> InMemoryLeaseStore:
+        """Return the leases of this database file (and table prefix), held in this process.
+
+        Every store of this process opened on the same file shares them. They
+        coordinate the tasks of one process only: SQLite has no lock that dies
+        with its holder, so a second process on the same file gets leases of
+        its own. Run one process per SQLite file, or use PostgreSQL to share
+        work between processes.
+        """
+        key = (os.path.realpath(self.path), self._sql.prefix)
+        leases = _LEASES.get(key)
+        if leases is None:
+            leases = _LEASES[key] = InMemoryLeaseStore()
+        return leases
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[SQLiteTransaction]:
@@ -556,6 +591,12 @@ class SQLiteTransaction(_SQLiteAccess):
         finally:
             if connection.in_transaction:  # the commit failed
                 connection.execute("ROLLBACK")
+
+
+_LEASES: weakref.WeakValueDictionary[tuple[str, str], InMemoryLeaseStore] = (
+    weakref.WeakValueDictionary()
+)
+"""Each database file's (and table prefix's) lease store, while someone uses it."""
 
 
 def _path_of(url: str) -> str:

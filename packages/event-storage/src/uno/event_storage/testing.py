@@ -17,8 +17,9 @@ Bad arguments (no events, a negative limit, a malformed expected version)
 must raise ``ValueError`` or a subclass (uno's ``StoreConfigurationError`` is
 one). Every test then runs against it, unchanged (pytest with the anyio plugin; the
 ``[testing]`` extra installs what the kit needs). A store that has a
-``transaction()`` method also runs the tests of appends inside rolled-back
-transactions.
+``transaction()`` method (``TransactionalEventStore``) also subclasses
+``TransactionalStoreContract``: writes inside transactions that commit, roll
+back or are cancelled, and what readers outside see meanwhile.
 """
 
 from __future__ import annotations
@@ -314,6 +315,56 @@ class EventStoreContract:
         assert [e.stream_id for e in await _all(store, stream_prefix="a%")] == ["a%b-1"]
         assert [e.stream_id for e in await _all(store, stream_prefix="a_")] == ["a_b-1"]
 
+    async def test_log_position_names_the_last_event_read_all_returns(
+        self, store: EventStore
+    ) -> None:
+        assert isinstance(store, EventStore)
+        assert await store.log_position() == 0
+        await store.append("a-1", _deposits(2))
+        result = await store.append("b-1", _deposits(1))
+        assert await store.log_position() == result.global_position
+        assert [e.global_position for e in await _all(store)][-1] == result.global_position
+        assert await _all(store, after=await store.log_position()) == []
+        later = await store.append("a-1", _deposits(1, 5))
+        assert await store.log_position() == later.global_position > result.global_position
+
+    async def test_count_events_counts_what_read_all_returns(self, store: EventStore) -> None:
+        assert await store.count_events() == 0
+        await store.append("account-1", [AccountOpened(owner="a"), *_deposits(2)])
+        await store.append("ledger-1", _deposits(3))
+        await store.append("account-2", [AccountOpened(owner="b"), *_deposits(1)])
+        positions = [e.global_position for e in await _all(store)]
+        assert await store.count_events() == len(positions) == 8
+        filters: list[dict[str, Any]] = [
+            {},
+            {"event_types": ["uno_contract.AccountOpened"]},
+            {"event_types": {"uno_contract.MoneyDeposited", "nope.Nope"}},
+            {"stream_prefix": "account-"},
+            {"stream_prefix": "ledger-", "event_types": ["uno_contract.MoneyDeposited"]},
+            {"stream_prefix": "account-", "event_types": []},
+        ]
+        bounds = [0, positions[0], positions[2], positions[5], positions[-1]]
+        for kwargs in filters:
+            for after in bounds:
+                for before in [None, *bounds]:
+                    expected = [
+                        e
+                        for e in await _all(store, after=after, **kwargs)
+                        if before is None or e.global_position <= before
+                    ]
+                    counted = await store.count_events(after=after, before=before, **kwargs)
+                    assert counted == len(expected), (after, before, kwargs)
+        with pytest.raises(ValueError):
+            await store.count_events(after=-1)
+
+    async def test_count_events_leaves_out_erased_streams(self, store: EventStore) -> None:
+        await store.append("person-1", _deposits(3))
+        kept = await store.append("other", _deposits(2))
+        await store.delete_stream("person-1", hard=True)
+        assert await store.count_events() == 2
+        assert await store.count_events(stream_prefix="person-") == 0
+        assert await store.log_position() == kept.global_position
+
     # -- snapshots, metadata, checkpoints --------------------------------------
 
     async def test_snapshots_load_the_latest_at_or_below_a_version(self, store: EventStore) -> None:
@@ -568,6 +619,73 @@ class TransactionalStoreContract:
             result = await tx.append("s", _deposits(1))
             await tx.save_checkpoint("projector", result.global_position)  # type: ignore[attr-defined]
         assert await plain.load_checkpoint("projector") == result.global_position
+
+    async def test_readers_outside_see_a_transaction_only_once_it_commits(
+        self, store: TransactionalStore
+    ) -> None:
+        plain: Any = store
+        await plain.append("s", _deposits(1))
+        before = await plain.log_position()
+        async with store.transaction() as tx:
+            result = await tx.append("s", _deposits(2, 10))
+            await tx.append("t", [AccountOpened(owner="ada")])
+            assert [e.stream_version for e in await tx.read_stream("s")] == [1, 2, 3]
+            assert await plain.stream_version("s") == 1
+            assert await plain.stream_version("t") is None
+            assert [e.stream_version for e in await plain.read_stream("s")] == [1]
+            assert len(await _all(plain)) == 1
+            assert await plain.log_position() == before
+            assert await plain.count_events() == 1
+        assert await plain.stream_version("s") == 3
+        assert await plain.count_events() == 4
+        assert await plain.count_events(after=before, stream_prefix="s") == 2
+        assert await plain.log_position() >= result.global_position
+
+    async def test_metadata_snapshots_and_checkpoints_of_a_rolled_back_transaction_vanish(
+        self, store: TransactionalStore
+    ) -> None:
+        plain: Any = store
+        await plain.append("s", _deposits(2))
+        await plain.set_stream_metadata("s", {"owner": "ops"})
+        await plain.save_checkpoint("projector", 1)
+        with pytest.raises(_Rollback):
+            async with store.transaction() as tx:
+                bound: Any = tx
+                await bound.set_stream_metadata("s", {"owner": "dev"})
+                await bound.save_snapshot(
+                    Snapshot(stream_id="s", stream_version=2, state=AccountSnapshot(balance=3))
+                )
+                await bound.save_checkpoint("projector", 2)
+                await bound.save_checkpoint("relay", 2)
+                assert await bound.get_stream_metadata("s") == {"owner": "dev"}
+                assert (await bound.load_snapshot("s")).stream_version == 2
+                assert await bound.load_checkpoint("projector") == 2
+                raise _Rollback
+        assert await plain.get_stream_metadata("s") == {"owner": "ops"}
+        assert await plain.load_snapshot("s") is None
+        assert await plain.load_checkpoint("projector") == 1
+        assert await plain.load_checkpoint("relay") is None
+
+    async def test_a_cancelled_transaction_leaves_nothing(self, store: TransactionalStore) -> None:
+        plain: Any = store
+        appended = anyio.Event()
+
+        async def write_then_wait() -> None:
+            async with store.transaction() as tx:
+                await tx.append("s", _deposits(2))
+                await tx.save_checkpoint("projector", 2)  # type: ignore[attr-defined]
+                appended.set()
+                await anyio.sleep_forever()
+
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(write_then_wait)
+                await appended.wait()
+                tasks.cancel_scope.cancel()
+            assert await _all(plain) == []
+            assert await plain.load_checkpoint("projector") is None
+            await plain.append("s", _deposits(1), expected_version=NO_STREAM)
+        assert [e.stream_version for e in await plain.read_stream("s")] == [1]
 
     async def test_writers_with_rollbacks_and_subscribers_agree_on_the_log(
         self, store: TransactionalStore
