@@ -30,6 +30,7 @@ from uno.event_storage.testing import (
     TransactionalStoreContract,
     contract_registry,
     run_concurrent_writers,
+    settled,
 )
 from uno.events import (
     EventRegistry,
@@ -408,6 +409,7 @@ async def test_log_position_and_count_events_respect_the_read_fence(
 ) -> None:
     """An event committed after an older, still open transaction is not named or counted yet."""
     first = await store.append("s", [MoneyDeposited(amount=1)])
+    await settled(store, first.global_position)
     async with await psycopg.AsyncConnection.connect(postgres_url) as other:
         await other.execute("SELECT pg_current_xact_id()")  # holds an id, stays open
         later = await store.append("s", [MoneyDeposited(amount=2), MoneyDeposited(amount=3)])
@@ -415,6 +417,7 @@ async def test_log_position_and_count_events_respect_the_read_fence(
         assert await store.count_events() == 1
         assert await store.count_events(after=first.global_position) == 0
         await other.rollback()
+    await settled(store, later.global_position)
     assert await store.log_position() == later.global_position
     assert await store.count_events() == 3
     assert await store.count_events(after=first.global_position) == 2

@@ -11,7 +11,7 @@ import abc
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any, ClassVar, NamedTuple, Self
+from typing import Any, ClassVar, NamedTuple, NoReturn, Self
 from uuid import UUID
 
 import anyio
@@ -621,3 +621,22 @@ class EventStoreBase(abc.ABC):
         can hear other processes (LISTEN/NOTIFY) override it.
         """
         await self._notifier.wait(ticket, max_wait)
+
+
+class TransactionScope:
+    """What the store objects of an open transaction share: no subscriptions, no use after it."""
+
+    _open: bool
+
+    def subscribe(self, *, after: int = 0, batch_size: int = 500) -> NoReturn:
+        """Refuse: subscribe on the store, which sees what transactions commit."""
+        raise StoreConfigurationError(
+            "subscribe() on the store, not inside a transaction: a subscription follows "
+            "what transactions commit"
+        )
+
+    def _check_open(self) -> None:
+        if not self._open:
+            raise StoreConfigurationError(
+                "This transaction has ended; open another with store.transaction()"
+            )

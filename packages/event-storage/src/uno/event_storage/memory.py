@@ -23,11 +23,11 @@ from uno.event_storage._core import (
     PreparedAppend,
     Row,
     StoredId,
+    TransactionScope,
     check_expected_version,
     idempotent_result,
 )
 from uno.event_storage._memory_leases import InMemoryLeaseStore
-from uno.event_storage._subscription import PollingSubscription
 from uno.event_storage.exceptions import StoreConfigurationError, StreamDeleted
 from uno.events import AppendResult, EventRegistry, ExpectedVersion, SystemClock
 
@@ -445,7 +445,7 @@ class InMemoryEventStore(_InMemoryAccess):
             return write()
 
 
-class InMemoryTransaction(_InMemoryAccess):
+class InMemoryTransaction(TransactionScope, _InMemoryAccess):
     """An open transaction of an ``InMemoryEventStore``: what ``store.transaction()`` yields.
 
     Its reads see its own writes; its writes reach other readers, and wake
@@ -463,19 +463,6 @@ class InMemoryTransaction(_InMemoryAccess):
         self._data = store._data
         self._journal = journal
         self._open = True
-
-    def subscribe(self, *, after: int = 0, batch_size: int = 500) -> PollingSubscription:
-        """Refuse: subscribe on the store, which sees what transactions commit."""
-        raise StoreConfigurationError(
-            "subscribe() on the store, not inside a transaction: a subscription follows "
-            "what transactions commit"
-        )
-
-    def _check_open(self) -> None:
-        if not self._open:
-            raise StoreConfigurationError(
-                "This transaction has ended; open another with store.transaction()"
-            )
 
     def _hidden(self) -> _Journal | None:
         self._check_open()

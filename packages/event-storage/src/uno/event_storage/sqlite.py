@@ -76,10 +76,15 @@ from urllib.parse import unquote, urlsplit
 import anyio
 import anyio.to_thread
 
-from uno.event_storage._core import DEFAULT_MAX_EVENT_SIZE, EventStoreBase, PreparedAppend, Row
+from uno.event_storage._core import (
+    DEFAULT_MAX_EVENT_SIZE,
+    EventStoreBase,
+    PreparedAppend,
+    Row,
+    TransactionScope,
+)
 from uno.event_storage._memory_leases import InMemoryLeaseStore
 from uno.event_storage._sqlite_schema import SCHEMA_VERSION, SQLiteSchema
-from uno.event_storage._subscription import PollingSubscription
 from uno.event_storage.exceptions import (
     SchemaNotMigrated,
     StoreConfigurationError,
@@ -499,7 +504,7 @@ class SQLiteEventStore(_SQLiteAccess):
         return unavailable
 
 
-class SQLiteTransaction(_SQLiteAccess):
+class SQLiteTransaction(TransactionScope, _SQLiteAccess):
     """A SQLite write transaction with the store's API: what ``store.transaction()`` yields.
 
     Its reads see its own writes. ``run`` executes your SQL in the same
@@ -542,19 +547,6 @@ class SQLiteTransaction(_SQLiteAccess):
         """
         self._check_open()
         return await self._writer.run(in_savepoint(fn), owner=self, translate=False)
-
-    def subscribe(self, *, after: int = 0, batch_size: int = 500) -> PollingSubscription:
-        """Refuse: subscribe on the store, which sees what transactions commit."""
-        raise StoreConfigurationError(
-            "subscribe() on the store, not inside a transaction: a subscription follows "
-            "what transactions commit"
-        )
-
-    def _check_open(self) -> None:
-        if not self._open:
-            raise StoreConfigurationError(
-                "This transaction has ended; open another with store.transaction()"
-            )
 
     async def _write(self, appends: list[PreparedAppend]) -> list[AppendResult]:
         self._check_open()

@@ -68,6 +68,7 @@ __all__ = [
     "TransactionalStoreContract",
     "contract_registry",
     "run_concurrent_writers",
+    "settled",
 ]
 
 
@@ -122,6 +123,18 @@ def _deposits(count: int, start: int = 1) -> list[MoneyDeposited]:
 
 async def _all(store: EventStore, **kwargs: Any) -> list[RecordedEvent[Event]]:
     return [event async for event in store.read_all(**kwargs)]
+
+
+async def settled(store: EventStore, position: int, *, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+    """Wait until readers of the global log see ``position``.
+
+    On PostgreSQL an event is readable once every transaction that began
+    before it ended, in the whole server: another client's open transaction
+    delays it. Tests that assert on the log's end wait for it first.
+    """
+    with anyio.fail_after(timeout):
+        while await store.log_position() < position:
+            await anyio.sleep(0.01)
 
 
 @pytest.mark.anyio
@@ -322,17 +335,20 @@ class EventStoreContract:
         assert await store.log_position() == 0
         await store.append("a-1", _deposits(2))
         result = await store.append("b-1", _deposits(1))
+        await settled(store, result.global_position)
         assert await store.log_position() == result.global_position
         assert [e.global_position for e in await _all(store)][-1] == result.global_position
         assert await _all(store, after=await store.log_position()) == []
         later = await store.append("a-1", _deposits(1, 5))
+        await settled(store, later.global_position)
         assert await store.log_position() == later.global_position > result.global_position
 
     async def test_count_events_counts_what_read_all_returns(self, store: EventStore) -> None:
         assert await store.count_events() == 0
         await store.append("account-1", [AccountOpened(owner="a"), *_deposits(2)])
         await store.append("ledger-1", _deposits(3))
-        await store.append("account-2", [AccountOpened(owner="b"), *_deposits(1)])
+        last = await store.append("account-2", [AccountOpened(owner="b"), *_deposits(1)])
+        await settled(store, last.global_position)
         positions = [e.global_position for e in await _all(store)]
         assert await store.count_events() == len(positions) == 8
         filters: list[dict[str, Any]] = [
@@ -361,6 +377,7 @@ class EventStoreContract:
         await store.append("person-1", _deposits(3))
         kept = await store.append("other", _deposits(2))
         await store.delete_stream("person-1", hard=True)
+        await settled(store, kept.global_position)
         assert await store.count_events() == 2
         assert await store.count_events(stream_prefix="person-") == 0
         assert await store.log_position() == kept.global_position
