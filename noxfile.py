@@ -66,7 +66,12 @@ def _local_requirements(package: str) -> list[str]:
         seen.append(current)
         meta = _project(current)["project"]
         assert isinstance(meta, dict)
-        for requirement in meta.get("dependencies", []):
+        requirements = [*meta.get("dependencies", [])]
+        for extra in meta.get("optional-dependencies", {}).values():
+            requirements.extend(extra)
+        if current == package:
+            requirements.extend(_test_group(current))
+        for requirement in requirements:
             name = canonicalize_name(Requirement(str(requirement)).name)
             if name in by_dist:
                 todo.append(by_dist[name])
@@ -81,14 +86,19 @@ def _with_extras(package: str) -> str:
     return f"packages/{package}{suffix}"
 
 
-def _test_group(package: str) -> list[str]:
-    return list(nox.project.dependency_groups(_project(package), "test"))
+def _test_group(package: str, *, local: bool = True) -> list[str]:
+    """Return the package's test requirements; ``local=False`` drops the uno distributions."""
+    requirements = list(nox.project.dependency_groups(_project(package), "test"))
+    if local:
+        return requirements
+    ours = _dist_to_package()
+    return [r for r in requirements if canonicalize_name(Requirement(r).name) not in ours]
 
 
 def _install_workspace(session: nox.Session, *extra: str) -> None:
     """Install every package editable, with all extras and all test dependencies."""
     editable = [arg for package in PACKAGES for arg in ("-e", _with_extras(package))]
-    tests = sorted({req for package in PACKAGES for req in _test_group(package)})
+    tests = sorted({req for package in PACKAGES for req in _test_group(package, local=False)})
     session.install(*editable, *tests, *extra)
 
 
@@ -109,7 +119,7 @@ def tests(session: nox.Session) -> None:
 def isolated(session: nox.Session, package: str) -> None:
     """Install one distribution (built, not editable) alone and run its own tests."""
     local = [_with_extras(name) for name in _local_requirements(package)]
-    session.install(*local, *_test_group(package))
+    session.install(*local, *_test_group(package, local=False))
     # --import-mode=importlib keeps src/ off sys.path: the tests see the installed wheel.
     session.run("pytest", f"packages/{package}/tests", *session.posargs)
 
@@ -143,6 +153,8 @@ def bench(session: nox.Session) -> None:
         "packages/event-storage[postgres]",
         "-e",
         "packages/di",
+        "-e",
+        "packages/event-sourcing",
         *BENCH_PEERS,
     )
     session.run("python", "-m", "benchmarks", *session.posargs)
@@ -151,7 +163,14 @@ def bench(session: nox.Session) -> None:
 @nox.session
 def demo(session: nox.Session) -> None:
     """Run the example service on the embedded default."""
-    session.install("-e", _with_extras("core-events"), "-e", "packages/event-storage")
+    session.install(
+        "-e",
+        _with_extras("core-events"),
+        "-e",
+        "packages/event-storage",
+        "-e",
+        "packages/event-sourcing",
+    )
     session.run("python", "examples/bank/demo.py")
 
 

@@ -9,9 +9,34 @@ from pathlib import Path
 ROOT = Path(__file__).parents[1]
 
 
-def test_bank_demo_runs_and_shows_upcasting() -> None:
+def test_bank_demo_tells_the_whole_story() -> None:
     result = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "bank" / "demo.py")],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    out = result.stdout
+    assert "Ada  balance  100" in out
+    assert "refused: Cy cannot withdraw 50: the balance is 5 [code bank.insufficient_funds]" in out
+    assert "Cy's stream still holds 2 events." in out
+    assert "loaded at version 2, the account is now at 3." in out
+    assert "Ada's balance is 10." in out
+    assert "transfer t-1 (Ada -> Cy, 5): completed" in out
+    assert "transfer t-2 (Ada -> Bob, 4): compensated" in out
+    assert "Ada 5, Cy 10" in out
+    assert "Latest snapshot at version 5; loading Ada replays 2 event(s)" in out
+    assert "balances: {'ada': 5, 'bob': 20, 'cy': 10}" in out
+    assert "status: caught_up" in out
+    assert "lag 0 events" in out
+    assert "progress: 0/9, 9/9; 9 events applied" in out
+    assert "balances after the rebuild: {'ada': 5, 'bob': 20, 'cy': 10}" in out
+    assert out.rstrip().endswith("done.")
+
+
+def test_event_store_tour_runs_and_shows_upcasting() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "event_store_tour.py")],
         check=True,
         capture_output=True,
         text=True,

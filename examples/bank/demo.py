@@ -1,251 +1,238 @@
-"""The bank example: what uno does so far, end to end, printed step by step.
+"""The bank demo: a small event-sourced bank, end to end, told as a short story.
 
-Run it with ``nox -s demo``. Part one defines the bank's events, serializes
-them with their metadata, and reads back events written by older versions of
-the service, upcast to today's shape. Part two keeps them in the embedded
-event store (SQLite, in a temporary directory): expected versions, an
-idempotent retry, an atomic transfer across two streams, a balance projection
-fed by a subscription with a checkpoint, and a snapshot. Later issues grow
-this into the full service (aggregates, command handlers, HTTP).
+Run it with ``nox -s demo``. Everything runs on the embedded default, an
+event store in a SQLite file (in a temporary directory), with no server:
+accounts are opened and used, a rule refuses a withdrawal, two tellers
+collide on one account, a transfer saga moves money (and undoes one transfer
+that cannot finish), snapshots shorten loading, and a balances read model is
+kept up to date and then rebuilt from the log.
 """
 
 from __future__ import annotations
 
+import sqlite3
+import sys
 import tempfile
-from datetime import UTC, datetime
-from decimal import Decimal
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import anyio
-import msgspec
 
-from uno.event_storage import open_event_store
-from uno.events import (
-    NO_STREAM,
-    Event,
-    EventMetadata,
-    EventRegistry,
-    JsonSerializer,
-    MsgPackSerializer,
-    NewEvent,
-    RecordedEvent,
-    Snapshot,
-    StreamAppend,
-    WrongExpectedVersion,
-    typed_upcaster,
-    upcaster,
-    uuid7,
+sys.path.insert(0, str(Path(__file__).parent))  # the domain module next to this file
+
+from domain import (
+    Account,
+    InsufficientFunds,
+    MoneyDeposited,
+    MoneyWithdrawn,
+    Teller,
+    Transfer,
+    TransferRequested,
+    bank_registry,
 )
-from uno.events.exceptions import UnknownEventType
+
+from uno.event_sourcing import (
+    ConcurrencyConflict,
+    ProcessManagerRunner,
+    ProjectionRunner,
+    Repository,
+    TransactionalProjection,
+    UnitOfWork,
+    handles,
+)
+from uno.event_storage import SQLiteEventStore, open_event_store
+from uno.events import ManualClock, RecordedEvent
 
 
-class AccountOpened(Event):
-    """A customer opened an account."""
-
-    event_type = "bank.AccountOpened"
-
-    account_id: UUID
-    owner: str
+def say(text: str = "") -> None:
+    print(text, flush=True)
 
 
-class MoneyDepositedV1(Event):
-    """How version 1 of the service recorded a deposit: no currency, a float amount."""
-
-    event_type = "bank.MoneyDeposited"
-
-    account_id: UUID
-    amount: float
+# -- the balances read model, in the same SQLite file -----------------------------------
 
 
-class MoneyDepositedV2(Event):
-    """Version 2 added the currency."""
+def _add(owner_stream: str, delta: int) -> Any:
+    def write(connection: sqlite3.Connection) -> None:
+        connection.execute(
+            "INSERT INTO balances (account, balance) VALUES (?, ?) ON CONFLICT (account) "
+            "DO UPDATE SET balance = balance + excluded.balance",
+            (owner_stream.removeprefix("account-"), delta),
+        )
 
-    event_type = "bank.MoneyDeposited"
-    event_version = 2
-
-    account_id: UUID
-    amount: float
-    currency: str
-
-
-class MoneyDeposited(Event):
-    """Version 3, today's: an exact decimal amount."""
-
-    event_type = "bank.MoneyDeposited"
-    event_version = 3
-
-    account_id: UUID
-    amount: Decimal
-    currency: str
+    return write
 
 
-@upcaster("bank.MoneyDeposited", from_version=1)
-def assume_euros(data: dict[str, Any]) -> dict[str, Any]:
-    """Version 1 only ever handled euros."""
-    return {**data, "currency": "EUR"}
+class Balances(TransactionalProjection):
+    """Each account's balance; written in the transaction that moves its checkpoint."""
+
+    name = "balances"
+
+    @handles
+    async def deposited(self, event: RecordedEvent[MoneyDeposited], tx: Any) -> None:
+        await tx.run(_add(event.stream_id, event.data.amount))
+
+    @handles
+    async def withdrawn(self, event: RecordedEvent[MoneyWithdrawn], tx: Any) -> None:
+        await tx.run(_add(event.stream_id, -event.data.amount))
+
+    async def reset(self, tx: Any) -> None:
+        await tx.run(lambda c: c.execute("DELETE FROM balances"))
 
 
-@typed_upcaster
-def exact_amount(old: MoneyDepositedV2) -> MoneyDeposited:
-    """Turn the float amount into an exact decimal of cents."""
-    return MoneyDeposited(
-        account_id=old.account_id,
-        amount=Decimal(str(old.amount)).quantize(Decimal("0.01")),
-        currency=old.currency,
-    )
+async def read_balances(store: SQLiteEventStore) -> dict[str, int]:
+    async with store.transaction() as tx:
+        rows = await tx.run(
+            lambda c: c.execute("SELECT account, balance FROM balances ORDER BY account").fetchall()
+        )
+    return dict(rows)
 
 
-def build_registry() -> EventRegistry:
-    """Register today's classes, then the chain that brings old versions up to date."""
-    registry = EventRegistry()
-    registry.register(AccountOpened, MoneyDeposited)
-    registry.add_upcasters(assume_euros, exact_amount)
-    return registry
+async def settle(runner: ProcessManagerRunner, store: SQLiteEventStore) -> None:
+    """Wait until the saga handled every event, those its own commands caused included."""
+    while True:
+        before = await store.log_position()
+        await runner.wait_until_caught_up()
+        if await store.log_position() == before:
+            return
 
 
-def show_events() -> None:
-    """Walk through events, metadata, both codecs and upcasting."""
-    registry = build_registry()
-    json = JsonSerializer(registry)
-    account = uuid7()
-    print("uno demo: the bank's events\n")
+# -- the story --------------------------------------------------------------------------
 
-    opened = AccountOpened(account_id=account, owner="Ada Lovelace")
-    deposit = MoneyDeposited(account_id=account, amount=Decimal("125.50"), currency="GBP")
-    metadata = EventMetadata(correlation_id="signup-42", actor="user:ada", tenant_id="london")
-    for event in (opened, deposit):
-        data = json.encode(event)
-        print(f"encoded {event.event_type} v{event.event_version} as JSON: {data.decode()}")
-        assert json.decode(event.event_type, event.event_version, data) == event
-    print(f"metadata as JSON: {json.encode_metadata(metadata).decode()}")
 
-    msgpack = MsgPackSerializer(registry)
-    packed = msgpack.encode(deposit)
-    as_json = json.encode(deposit)
-    print(f"the same deposit as MessagePack: {len(packed)} bytes instead of {len(as_json)}")
+async def main() -> None:
+    folder = Path(tempfile.mkdtemp(prefix="uno-bank-"))
+    url = f"sqlite:///{folder / 'bank.db'}"
+    say(f"The bank opens. Its ledger is one SQLite file: {folder / 'bank.db'}")
+    async with open_event_store(url, registry=bank_registry(), auto_migrate=True) as opened:
+        assert isinstance(opened, SQLiteEventStore)  # the embedded default
+        store = opened
+        async with store.transaction() as tx:
+            await tx.run(
+                lambda c: c.execute(
+                    "CREATE TABLE balances (account TEXT PRIMARY KEY, balance INTEGER NOT NULL)"
+                )
+            )
+        accounts = Repository(store, Account)
+        for chapter in (
+            open_accounts,
+            refused_withdrawal,
+            tellers_collide,
+            transfers,
+            snapshots,
+            balances_projection,
+        ):
+            say()
+            await chapter(store, accounts)
+    say()
+    say("The bank closes for the day; every fact is still in its ledger. done.")
 
-    recorded = RecordedEvent(
-        event_id=uuid7(),
-        stream_id=f"account-{account}",
-        stream_version=2,
-        global_position=2,
-        recorded_at=datetime.now(UTC),
-        event_type=deposit.event_type,
-        event_version=deposit.event_version,
-        data=deposit,
-        metadata=metadata,
-    )
-    follow_up = EventMetadata.caused_by(recorded)
-    print(
-        f"a reaction to event {recorded.event_id} keeps correlation "
-        f"{follow_up.correlation_id!r} and records causation {follow_up.causation_id!r}"
-    )
 
-    print("\nreading events that version 1 and 2 of the service wrote:")
-    stored_v1 = msgspec.json.encode({"account_id": str(account), "amount": 10.1})
-    stored_v2 = msgspec.json.encode({"account_id": str(account), "amount": 7.25, "currency": "USD"})
-    for version, stored in ((1, stored_v1), (2, stored_v2)):
-        upcast = json.decode("bank.MoneyDeposited", version, stored)
-        print(f"  stored v{version} {stored.decode()}\n    -> read as {upcast!r}")
-        assert isinstance(upcast, MoneyDeposited)
+async def open_accounts(store: SQLiteEventStore, accounts: Repository[Account]) -> None:
+    say("1. Three customers open accounts and make deposits, in one unit of work.")
+    async with UnitOfWork(store) as uow:
+        for account_id, owner, amount in (("ada", "Ada", 100), ("bob", "Bob", 20), ("cy", "Cy", 5)):
+            account = Account.open(account_id, owner)
+            account.deposit(amount)
+            uow.add(account)
+    for account_id in ("ada", "bob", "cy"):
+        account = await accounts.get(account_id)
+        say(
+            f"   {account.owner:<4} balance {account.balance:>4}   "
+            f"(stream {account.stream_id}, version {account.version})"
+        )
 
+
+async def refused_withdrawal(store: SQLiteEventStore, accounts: Repository[Account]) -> None:
+    say("2. Cy tries to withdraw 50. The account's rule refuses it, and nothing is stored.")
+    cy = await accounts.get("cy")
     try:
-        json.decode("bank.MoneyWithdrawn", 1, b"{}")
-    except UnknownEventType as error:
-        print(f"\nan unknown type is refused with code {error.code!r}:\n  {error}\n")
-    print("events: defined, serialized with metadata, old versions upcast on read.")
+        cy.withdraw(50)
+    except InsufficientFunds as error:
+        say(f"   refused: {error} [code {error.code}]")
+    say(f"   Cy's stream still holds {len(await store.read_stream('account-cy'))} events.")
 
 
-class BalanceSnapshot(Event):
-    """The state of an account at one version, to load it without replaying."""
-
-    event_type = "bank.BalanceSnapshot"
-
-    balance: Decimal
-
-
-async def show_event_store(directory: Path) -> None:
-    """Keep the bank's events in the embedded SQLite store and project balances."""
-    registry = build_registry()
-    registry.register(BalanceSnapshot)
-    url = f"sqlite:///{directory / 'bank.db'}"
-    print(f"\nuno demo: the event store at {url}\n")
-    async with open_event_store(url, registry=registry) as store:
-        ada, bob = f"account-{uuid7()}", f"account-{uuid7()}"
-        await store.append(
-            ada, [AccountOpened(account_id=uuid7(), owner="Ada")], expected_version=NO_STREAM
+async def tellers_collide(store: SQLiteEventStore, accounts: Repository[Account]) -> None:
+    say("3. Two tellers load Ada's account at the same moment and both pay out.")
+    first, second = await accounts.get("ada"), await accounts.get("ada")
+    first.withdraw(30)
+    second.withdraw(60)
+    await accounts.save(first)
+    say("   The first teller saves: Ada withdrew 30.")
+    try:
+        await accounts.save(second)
+    except ConcurrencyConflict as error:
+        say(
+            f"   The second teller's save is refused: loaded at version "
+            f"{error.expected_version}, the account is now at {error.actual_version}."
         )
-        await store.append(
-            bob, [AccountOpened(account_id=uuid7(), owner="Bob")], expected_version=NO_STREAM
+    retry = await accounts.get("ada")
+    retry.withdraw(60)
+    await accounts.save(retry)
+    say(f"   The teller reloads and retries: Ada's balance is {retry.balance}.")
+
+
+async def transfers(store: SQLiteEventStore, accounts: Repository[Account]) -> None:
+    say("4. Transfers run as a saga: debit the source, credit the target, refund on failure.")
+    bob = await accounts.get("bob")
+    bob.freeze()
+    await accounts.save(bob)
+    say("   (Bob's account was frozen this morning: it refuses credits.)")
+    clock = ManualClock(datetime.now(UTC))
+    async with ProcessManagerRunner(
+        store, [Transfer], sender=Teller(accounts), clock=clock
+    ) as sagas:
+        for transfer_id, source, target, amount in (
+            ("t-1", "ada", "cy", 5),
+            ("t-2", "ada", "bob", 4),
+        ):
+            request = TransferRequested(
+                transfer_id=transfer_id, source=source, target=target, amount=amount
+            )
+            await store.append(f"request-{transfer_id}", [request])
+        await settle(sagas, store)
+        clock.advance(timedelta(minutes=10))
+        await sagas.fire_due()
+        await settle(sagas, store)
+    sagas_repository = Repository(store, Transfer)
+    for transfer_id, story in (("t-1", "Ada -> Cy, 5"), ("t-2", "Ada -> Bob, 4")):
+        transfer = await sagas_repository.get(transfer_id)
+        say(f"   transfer {transfer_id} ({story}): {transfer.outcome}")
+    ada, cy = await accounts.get("ada"), await accounts.get("cy")
+    say(f"   Ada {ada.balance}, Cy {cy.balance}: Ada paid Cy; her 4 for Bob came back as a refund.")
+
+
+async def snapshots(store: SQLiteEventStore, accounts: Repository[Account]) -> None:
+    say("5. Ada's account takes a snapshot every 5 events, so loading it is short.")
+    snapshot = await store.load_snapshot("account-ada")
+    version = snapshot.stream_version if snapshot is not None else 0
+    ada = await accounts.get("ada")
+    say(
+        f"   Latest snapshot at version {version}; loading Ada replays "
+        f"{ada.version - version} event(s) after it, to version {ada.version}."
+    )
+
+
+async def balances_projection(store: SQLiteEventStore, accounts: Repository[Account]) -> None:
+    say("6. A balances read model follows the log, exactly once, in the same SQLite file.")
+    async with ProjectionRunner(store, [Balances()]) as projections:
+        await projections.wait_until_caught_up()
+        say(f"   balances: {await read_balances(store)}")
+        status = (await projections.status())["balances"]
+        say(
+            f"   status: {status.state.value}, position {status.position}, "
+            f"lag {status.lag_events} events"
         )
-        deposit = NewEvent(
-            data=MoneyDeposited(account_id=uuid7(), amount=Decimal(100), currency="EUR")
+        say()
+        say("7. The read model is rebuilt from the whole log, with progress.")
+        reported: list[str] = []
+        applied = await projections.rebuild(
+            "balances", progress=lambda done, total: reported.append(f"{done}/{total}")
         )
-        first = await store.append(ada, [deposit], expected_version=1)
-        retried = await store.append(ada, [deposit], expected_version=1)
-        print(
-            f"deposit to Ada: version {first.stream_version}; "
-            f"a retry wrote nothing: {retried == first}"
-        )
-        try:
-            await store.append(ada, [deposit.data], expected_version=1)
-        except WrongExpectedVersion as error:
-            print(f"a stale writer is refused: {error}")
-
-        transfer = [
-            StreamAppend(
-                stream_id=ada,
-                events=[MoneyDeposited(account_id=uuid7(), amount=Decimal(-30), currency="EUR")],
-                expected_version=2,
-            ),
-            StreamAppend(
-                stream_id=bob,
-                events=[MoneyDeposited(account_id=uuid7(), amount=Decimal(30), currency="EUR")],
-                expected_version=1,
-            ),
-        ]
-        results = await store.append_streams(transfer)
-        versions = [r.stream_version for r in results]
-        print(f"transfer of 30 EUR committed to both streams at once: versions {versions}")
-
-        balances: dict[str, Decimal] = {}
-        checkpoint = await store.load_checkpoint("balances") or 0
-        async with store.subscribe(after=checkpoint) as subscription:
-            async for recorded in subscription:
-                if isinstance(recorded.data, MoneyDeposited):
-                    balances[recorded.stream_id] = (
-                        balances.get(recorded.stream_id, Decimal(0)) + recorded.data.amount
-                    )
-                checkpoint = recorded.global_position
-                if checkpoint == results[-1].global_position:
-                    break
-        await store.save_checkpoint("balances", checkpoint)
-        print(f"balances projected from the global log: Ada {balances[ada]}, Bob {balances[bob]}")
-
-        await store.save_snapshot(
-            Snapshot(stream_id=ada, stream_version=3, state=BalanceSnapshot(balance=balances[ada]))
-        )
-        snapshot = await store.load_snapshot(ada)
-        assert snapshot is not None
-        print(f"snapshot of Ada's account at version {snapshot.stream_version}: {snapshot.state!r}")
-        amounts = [
-            str(e.data.amount)
-            async for e in store.read_all(event_types=["bank.MoneyDeposited"])
-            if isinstance(e.data, MoneyDeposited)
-        ]
-        print(f"{len(amounts)} deposits in the global log, in order: {amounts}")
-    print("event store: expected versions, a safe retry, an atomic transfer, a projection.")
-
-
-def main() -> None:
-    """Run both parts."""
-    show_events()
-    with tempfile.TemporaryDirectory(prefix="uno-demo-") as directory:
-        anyio.run(show_event_store, Path(directory))
-    print("\ndone.")
+        say(f"   progress: {', '.join(reported)}; {applied} events applied")
+        say(f"   balances after the rebuild: {await read_balances(store)}")
 
 
 if __name__ == "__main__":
-    main()
+    anyio.run(main)
