@@ -20,6 +20,9 @@ _TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 Traceparent = Annotated[str, msgspec.Meta(pattern=f"^{_TRACEPARENT.pattern}$")]
 
 
+_TEXT_FIELDS = ("correlation_id", "causation_id", "tenant_id", "actor", "tracestate")
+
+
 class EventMetadata(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """Context recorded with an event, apart from its domain data.
 
@@ -49,12 +52,25 @@ class EventMetadata(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     headers: dict[str, str] = msgspec.field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # Empty metadata, the most common kind, needs no checks: it is built for
+        # every event appended without metadata.
+        if (
+            self.correlation_id is None
+            and self.causation_id is None
+            and self.tenant_id is None
+            and self.actor is None
+            and self.traceparent is None
+            and self.tracestate is None
+            and type(self.headers) is dict
+            and not self.headers
+        ):
+            return
+        self._check()
+
+    def _check(self) -> None:
         # Values may come from anywhere (headers of an HTTP request...): check them all.
-        fields: dict[str, object] = {
-            name: getattr(self, name)
-            for name in ("correlation_id", "causation_id", "tenant_id", "actor", "tracestate")
-        }
-        for name, value in fields.items():
+        for name in _TEXT_FIELDS:
+            value: object = getattr(self, name)
             if value is not None and not isinstance(value, str):
                 raise ValueError(f"EventMetadata.{name} must be a str, got {type(value).__name__}")
         traceparent: object = self.traceparent
