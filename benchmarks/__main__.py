@@ -7,12 +7,13 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from benchmarks import di, event_storage, serialization
+from benchmarks import di, event_sourcing, event_storage, serialization
 from benchmarks._harness import Settings, write_section
 
 BENCHMARKS: dict[str, Callable[[Settings], str]] = {
     "serialization": serialization.run,
     "event_storage": event_storage.run,
+    "event_sourcing": event_sourcing.run,
     "di": di.run,
 }
 """Every benchmark by the name of its section; each returns its markdown."""
