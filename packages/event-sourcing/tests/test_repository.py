@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import anyio
 import pytest
-from bank import Account, AccountOpened, MoneyDeposited, SnapshottedAccount
+from bank import (
+    Account,
+    AccountClosed,
+    AccountOpened,
+    MoneyDeposited,
+    MoneyWithdrawn,
+    SnapshottedAccount,
+)
 
 from uno.event_sourcing import (
     AggregateNotFound,
@@ -13,9 +23,11 @@ from uno.event_sourcing import (
     EveryNEvents,
     Repository,
     SnapshotWhen,
+    applies,
+    register_types,
 )
-from uno.event_storage import ClosableEventStore
-from uno.events import NO_STREAM, Snapshot
+from uno.event_storage import ClosableEventStore, open_event_store
+from uno.events import NO_STREAM, Event, EventRegistry, Snapshot, upcaster
 
 pytestmark = pytest.mark.anyio
 
@@ -193,3 +205,46 @@ async def test_a_stored_stream_loads_with_a_new_aggregate_created_with_no_stream
     await store.append("account-raw", [AccountOpened(owner="raw")], expected_version=NO_STREAM)
     loaded = await Repository(store, Account).get("raw")
     assert loaded.owner == "raw"
+
+
+class DepositedV1(Event):
+    """How an older release recorded a deposit: in whole euros."""
+
+    event_type = "bank.MoneyDeposited"
+    euros: int
+
+
+async def test_loading_applies_upcasters_to_old_event_versions(tmp_path: Path) -> None:
+    """Events stored by an older release reach the aggregate in today's shape."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    old = EventRegistry()
+    old.register(AccountOpened, DepositedV1)
+    async with open_event_store(url, registry=old, auto_migrate=True) as store:
+        await store.append("account-legacy", [AccountOpened(owner="ada"), DepositedV1(euros=3)])
+
+    class MoneyDepositedV2(MoneyDeposited):
+        event_type = "bank.MoneyDeposited"
+        event_version = 2
+
+    @upcaster("bank.MoneyDeposited", from_version=1)
+    def to_cents(data: dict[str, Any]) -> dict[str, Any]:
+        return {"amount": data["euros"] * 100}
+
+    class Current(Account):
+        category = "account"
+
+        @applies(MoneyDepositedV2)
+        def _deposited_v2(self, event: MoneyDepositedV2) -> None:
+            self.balance += event.amount
+
+    registry = bank_registry_without_deposits()
+    registry.register(MoneyDepositedV2, upcasters=[to_cents])
+    async with open_event_store(url, registry=registry) as store:
+        loaded = await Repository(store, Current).get("legacy")
+    assert (loaded.owner, loaded.balance, loaded.version) == ("ada", 300, 2)
+
+
+def bank_registry_without_deposits() -> EventRegistry:
+    registry = register_types(EventRegistry())
+    registry.register(AccountOpened, MoneyWithdrawn, AccountClosed)
+    return registry
