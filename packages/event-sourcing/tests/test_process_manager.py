@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 import anyio
+import anyio.abc
 import pytest
 
 from uno.event_sourcing import (
     Aggregate,
+    CatchUpTimeout,
     DeadlineReached,
     ProcessEnded,
     ProcessManager,
@@ -26,13 +35,19 @@ from uno.event_sourcing import (
     starts,
 )
 from uno.event_sourcing.exceptions import HandlerDefinitionError
-from uno.event_storage import ClosableEventStore, open_event_store
+from uno.event_storage import (
+    ClosableEventStore,
+    InMemoryEventStore,
+    InMemoryLeaseStore,
+    open_event_store,
+)
 from uno.events import (
     COMMAND_ID_HEADER,
     CommandSender,
     Event,
     EventMetadata,
     EventRegistry,
+    EventStore,
     ManualClock,
     RecordedEvent,
 )
@@ -41,6 +56,7 @@ pytestmark = pytest.mark.anyio
 
 START = datetime(2030, 1, 1, tzinfo=UTC)
 TIMEOUT = timedelta(seconds=30)
+WORKER = Path(__file__).with_name("process_worker.py")
 
 
 # -- the bank: accounts, and the commands that change them ----------------------
@@ -404,6 +420,23 @@ async def types_in(store: ClosableEventStore, stream_id: str) -> list[str]:
     return [e.event_type for e in await store.read_stream(stream_id)]
 
 
+def active(runner: ProcessManagerRunner) -> bool:
+    """Return ``runner.active`` (through a call, which mypy does not narrow across awaits)."""
+    return runner.active
+
+
+async def until_active(runner: ProcessManagerRunner, *, is_active: bool = True) -> None:
+    """Wait until the runner is active (holds its lease), or standing by."""
+    with anyio.fail_after(10):
+        while active(runner) != is_active:  # noqa: ASYNC110 - the runner offers no event to wait on
+            await anyio.sleep(0.01)
+
+
+def sent(bank: Bank) -> list[tuple[str, str]]:
+    """The commands a bank was sent, as (command, transfer id)."""
+    return [(type(c).__name__, getattr(c, "transfer_id", "")) for c, _ in bank.sent]
+
+
 # -- tests ---------------------------------------------------------------------
 
 
@@ -631,6 +664,23 @@ async def test_events_of_unknown_processes_are_ignored_unless_they_start_one(
         assert await store.stream_version("transfer-nobody") is None
 
 
+async def test_a_stream_that_only_shares_the_managers_prefix_is_routed_like_any_other(
+    bank_store: StoreFactory,
+) -> None:
+    """Only the manager's own events and deadlines in 'transfer-...' streams are its own."""
+    async with bank_store() as store:
+        accounts = await open_accounts(store, a=100, b=0)
+        bank = Bank(accounts)
+        request = TransferRequested(transfer_id="t9", source="a", target="b", amount=7)
+        await store.append("transfer-requests-9", [request])
+        async with ProcessManagerRunner(
+            store, [TransferProcess], sender=bank, clock=ManualClock(START)
+        ) as runner:
+            await settle(runner, store)
+        assert await balances(accounts, "a", "b") == [93, 7]
+        assert (await Repository(store, TransferProcess).get("t9")).outcome == "completed"
+
+
 async def test_an_ended_process_records_nothing_more() -> None:
     process = TransferProcess("t")
     process.complete()
@@ -676,3 +726,213 @@ def test_two_on_deadline_methods_for_one_name_are_refused() -> None:
             @on_deadline("x")
             def second(self, deadline: DeadlineReached) -> None:
                 pass
+
+
+# -- several runners of one name: one active, the others standing by ----------
+
+
+async def test_two_runners_of_one_name_take_turns_and_send_each_command_once(
+    bank_store: StoreFactory,
+) -> None:
+    """The second runner stands by, then takes over when the first ends; a deadline fires once."""
+    clock = ManualClock(START)
+    async with bank_store() as store, bank_store() as other:
+        accounts = await open_accounts(store, a=100, b=0)
+        first_bank = Bank(accounts, unanswered_credits={"b"})
+        second_bank = Bank(Repository(other, Account))
+        first = ProcessManagerRunner(
+            store, [TransferProcess], sender=first_bank, clock=clock, lease_interval=0.05
+        )
+        second = ProcessManagerRunner(
+            other, [TransferProcess], sender=second_bank, clock=clock, lease_interval=0.05
+        )
+        first_ended = anyio.Event()
+        stop_first = anyio.Event()
+
+        async def run_first(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+            try:
+                async with first:
+                    task_status.started()
+                    await stop_first.wait()
+            finally:
+                first_ended.set()
+
+        async with anyio.create_task_group() as group:
+            await group.start(run_first)
+            async with second:
+                assert active(first)
+                assert not active(second)
+                await request_transfer(store, "t1", "a", "b", 10)
+                await settle(first, store)
+                with pytest.raises(CatchUpTimeout, match="standing by"):
+                    await second.wait_until_caught_up(timeout=0.2)
+                clock.advance(TIMEOUT + timedelta(seconds=1))
+                assert await second.fire_due() == 0  # only the active runner fires
+                assert not active(second)
+                assert second_bank.sent == []
+
+                stop_first.set()
+                await first_ended.wait()
+                assert not active(first)
+                await until_active(second)
+                await second.fire_due()  # it may have fired already on taking over
+                await settle(second, store)
+
+        assert sent(first_bank) == [("Debit", "t1"), ("Credit", "t1")]
+        assert sent(second_bank) == [("Refund", "t1")]
+        assert (await types_in(store, "transfer-t1")).count("uno.DeadlineReached") == 1
+        assert await balances(accounts, "a", "b") == [100, 0]
+        transfer = await Repository(store, TransferProcess).get("t1")
+        assert transfer.outcome == "compensated"
+
+
+async def test_a_runner_that_loses_its_lease_stops_at_once_and_resumes_when_it_takes_it_again(
+    bank_store: StoreFactory,
+) -> None:
+    async with bank_store() as store:
+        accounts = await open_accounts(store, a=100, b=0)
+        bank = Bank(accounts)
+        leases = InMemoryLeaseStore()
+        async with ProcessManagerRunner(
+            store,
+            [TransferProcess],
+            sender=bank,
+            clock=ManualClock(START),
+            leases=leases,
+            lease_interval=0.05,
+        ) as runner:
+            assert active(runner)
+            assert leases.held() == [runner.lease_name] == ["process-managers:process-managers"]
+            await request_transfer(store, "t1", "a", "b", 10)
+            await settle(runner, store)
+            checkpoint = await store.load_checkpoint(runner.name)
+
+            leases.revoke(runner.lease_name)  # as if its connection died...
+            thief = await leases.try_acquire(runner.lease_name)  # ...and another runner took it
+            assert thief is not None
+            await until_active(runner, is_active=False)
+            await request_transfer(store, "t2", "a", "b", 20)
+            await anyio.sleep(0.3)
+            assert sent(bank) == [("Debit", "t1"), ("Credit", "t1")]
+            assert await store.stream_version("transfer-t2") is None
+            assert await store.load_checkpoint(runner.name) == checkpoint
+
+            await thief.release()
+            await settle(runner, store)  # waits until it holds the lease again
+            assert active(runner)
+        assert leases.held() == []
+        assert sent(bank) == [
+            ("Debit", "t1"),
+            ("Credit", "t1"),
+            ("Debit", "t2"),
+            ("Credit", "t2"),
+        ]
+        assert await balances(accounts, "a", "b") == [70, 30]
+
+
+class _StoreWithoutLeases:
+    """An event store that offers no ``lease_store()``."""
+
+    def __init__(self, store: ClosableEventStore) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> object:
+        if name == "lease_store":
+            raise AttributeError(name)
+        return getattr(self._store, name)
+
+
+async def test_a_store_without_leases_runs_every_runner_unleased() -> None:
+    async with InMemoryEventStore(bank_registry(), poll_interval=0.02) as memory:
+        store = cast(ClosableEventStore, _StoreWithoutLeases(memory))
+        assert not hasattr(store, "lease_store")
+        accounts = await open_accounts(store, a=100, b=0)
+        bank = Bank(accounts)
+        async with ProcessManagerRunner(
+            cast(EventStore, store), [TransferProcess], sender=bank, clock=ManualClock(START)
+        ) as runner:
+            assert active(runner)
+            await request_transfer(store, "t1", "a", "b", 10)
+            await settle(runner, store)
+        assert not active(runner)
+        assert await balances(accounts, "a", "b") == [90, 10]
+        assert memory.lease_store().held() == []
+
+
+async def test_lease_interval_must_be_positive() -> None:
+    async with open_event_store("memory://", registry=bank_registry()) as store:
+        bank = Bank(Repository(store, Account))
+        with pytest.raises(ValueError, match="lease_interval"):
+            ProcessManagerRunner(store, [TransferProcess], sender=bank, lease_interval=0)
+
+
+def _start_worker(url: str, schema: str, state: Path, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(  # noqa: S603 - our own interpreter and script
+            [sys.executable, str(WORKER), url, schema, str(state)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _state(path: Path) -> dict[str, object]:
+    try:
+        found: dict[str, object] = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    return found
+
+
+async def _wait_for(path: Path, key: str) -> object:
+    with anyio.fail_after(20):
+        while not _state(path).get(key):  # noqa: ASYNC110 - another process writes the file
+            await anyio.sleep(0.02)
+    return _state(path)[key]
+
+
+async def test_a_killed_runner_process_on_postgres_is_taken_over_and_its_transfers_completed(
+    postgres_url: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """The process holding the lease hangs sending a credit and is killed; the standby finishes."""
+    async with open_event_store(
+        postgres_url,
+        registry=bank_registry(),
+        schema=pg_schema,
+        auto_migrate=True,
+        poll_interval=0.05,
+    ) as store:
+        accounts = await open_accounts(store, a=100, b=0)
+        state = tmp_path / "worker.json"
+        worker = _start_worker(postgres_url, pg_schema, state, tmp_path / "worker.log")
+        try:
+            await _wait_for(state, "active")
+            bank = Bank(accounts)
+            async with ProcessManagerRunner(
+                store, [TransferProcess], sender=bank, lease_interval=0.1
+            ) as runner:
+                assert not active(runner)
+                for transfer_id in ("t1", "t2", "t3"):
+                    await request_transfer(store, transfer_id, "a", "b", 10)
+                stalled = await _wait_for(state, "stalled")
+                await anyio.sleep(0.3)
+                assert not active(runner)
+                assert bank.sent == []
+
+                os.kill(worker.pid, signal.SIGKILL)
+                worker.wait()
+                await until_active(runner)
+                await settle(runner, store)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+
+        assert await balances(accounts, "a", "b") == [70, 30]
+        transfers = Repository(store, TransferProcess)
+        for transfer_id in ("t1", "t2", "t3"):
+            assert (await transfers.get(transfer_id)).outcome == "completed"
+        # The credit that hung in the killed process was sent again, once, by the standby.
+        assert ("Credit", stalled) in sent(bank)
+        assert Counter(sent(bank)).most_common(1)[0][1] == 1
+        assert (await types_in(store, "account-a")).count("bank.AccountDebited") == 3
+        assert (await types_in(store, "account-b")).count("bank.AccountCredited") == 3

@@ -11,6 +11,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from uno.event_sourcing._deadlines import DeadlineReached, DeadlineScheduler
+from uno.event_sourcing._leasing import StoppableTask, lease_store_of
 from uno.event_sourcing._process_manager import (
     OutgoingCommand,
     ProcessCommandsSent,
@@ -31,6 +32,8 @@ from uno.events import (
     Event,
     EventMetadata,
     EventStore,
+    Lease,
+    LeaseStore,
     RecordedEvent,
     SystemClock,
 )
@@ -66,26 +69,49 @@ class ProcessManagerRunner:
       (``ConcurrencyConflict``) reloads it and handles the event again.
 
     Deadlines are kept by a ``DeadlineScheduler`` that the runner rebuilds
-    from the store when it starts, so a deadline that came due while no
-    runner ran fires at the next start, once.
+    from the store when it becomes active, so a deadline that came due while
+    no runner ran fires at the next start, once.
+
+    Several runners of one name may run at once, in one process or many, for
+    high availability: only the one that holds the lease ``lease_name``
+    (``process-managers:<name>``) follows the log and fires deadlines
+    (``active``); the others stand by and try to take the lease every
+    ``lease_interval`` seconds. The active runner checks its lease as often;
+    when it finds it lost, it stops following and firing at once, saves
+    nothing more, and stands by. A runner that takes the lease reloads the
+    checkpoint and rebuilds its deadlines before it follows the log. A store
+    without ``lease_store()`` (and no ``leases=``) gives no leases: the runner
+    is active from its start, and two runners of one name must then not run
+    at once.
 
     A handler or a send that raises stops the runner at that event
     (``error``; ``wait_until_caught_up`` raises ``ProcessManagerFailed``);
-    restart it once the cause is fixed, and it resumes at that event.
+    it keeps its lease, so no standby takes over; restart it once the cause
+    is fixed, and it (or a standby, if it stops) resumes at that event.
 
     Args:
         store: The event store; it must keep checkpoints (``CheckpointStore``).
         managers: The process manager classes, each with its own category.
         sender: Sends the commands (a ``CommandBus``, or any ``CommandSender``).
         clock: Where time comes from (deadlines, ``ProcessManager.now()``).
-        name: Names the runner's checkpoint; two runners with the same name
-            must not run at once.
+        name: Names the runner's checkpoint and lease; runners of one name
+            take turns (see above).
         deadline_poll: Longest wait, in seconds, between two looks at the
             clock for due deadlines (a clock may jump, as a test's does).
         checkpoint_every: Save the checkpoint at least every this many events
             that no manager handles (it is saved after every handled one).
         conflict_retries: How many times a concurrent change of a process is
             retried before the runner stops.
+        leases: Where the runner's lease is taken; defaults to
+            ``store.lease_store()`` when the store has one, else the runner
+            runs without a lease.
+        lease_interval: Seconds between two checks of the held lease, and
+            between two attempts of a standby runner to take it.
+
+    Raises:
+        TypeError: the store keeps no checkpoints.
+        HandlerDefinitionError: a manager cannot be run (see the message).
+        ValueError: ``lease_interval`` is not positive.
     """
 
     def __init__(
@@ -99,7 +125,11 @@ class ProcessManagerRunner:
         deadline_poll: float = 1.0,
         checkpoint_every: int = 100,
         conflict_retries: int = 10,
+        leases: LeaseStore | None = None,
+        lease_interval: float = 1.0,
     ) -> None:
+        if lease_interval <= 0:
+            raise ValueError(f"lease_interval must be > 0, got {lease_interval}")
         if not isinstance(store, CheckpointStore):
             raise TypeError(
                 f"{type(store).__name__} keeps no checkpoints; a ProcessManagerRunner needs a "
@@ -131,6 +161,9 @@ class ProcessManagerRunner:
         self.deadline_poll = deadline_poll
         self.checkpoint_every = checkpoint_every
         self.conflict_retries = conflict_retries
+        self.lease_name = f"process-managers:{name}"
+        self.lease_interval = lease_interval
+        self._lease_store = leases if leases is not None else lease_store_of(store)
         self.scheduler = DeadlineScheduler(store, self.clock, categories=list(categories))
         self._repositories: dict[type[ProcessManager], Repository[Any]] = {
             cls: Repository(store, cls) for cls in self.managers
@@ -139,12 +172,23 @@ class ProcessManagerRunner:
         self._saved = 0
         self._error: Exception | None = None
         self._group: TaskGroup | None = None
+        self._lease: Lease | None = None
+        self._work: StoppableTask | None = None
         self._wakeup = anyio.Event()
 
     @property
     def position(self) -> int:
         """The global position of the last event the runner finished with."""
         return self._position
+
+    @property
+    def active(self) -> bool:
+        """Whether the runner follows the log and fires deadlines (``False``: it stands by).
+
+        A runner without leases is active from its start to its end; with
+        leases, while it holds ``lease_name``.
+        """
+        return self._work is not None
 
     @property
     def error(self) -> Exception | None:
@@ -154,14 +198,18 @@ class ProcessManagerRunner:
     # -- lifecycle -------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        self._position = self._saved = await self.checkpoints.load_checkpoint(self.name) or 0
-        self._error = None
-        await self.scheduler.rebuild()
         group = anyio.create_task_group()
         await group.__aenter__()
         self._group = group
-        group.start_soon(self._follow, name=f"process managers {self.name}")
-        group.start_soon(self._watch_deadlines, name=f"deadlines {self.name}")
+        try:
+            if self._lease_store is None:
+                await self._activate()
+            else:
+                await self._try_to_lead()
+                group.start_soon(self._keep_lease, name=f"lease {self.lease_name}")
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
         return self
 
     async def __aexit__(
@@ -175,35 +223,115 @@ class ProcessManagerRunner:
             return
         group.cancel_scope.cancel()
         try:
-            await group.__aexit__(exc_type, exc, tb)
+            # The tasks end on the cancellation; an error of the block
+            # propagates as itself, not inside an exception group.
+            await group.__aexit__(None, None, None)
         finally:
             with anyio.CancelScope(shield=True):
-                await self._save_checkpoint()
+                try:
+                    if self._work is not None:
+                        self._work = None
+                        await self._save_checkpoint()
+                finally:
+                    lease, self._lease = self._lease, None
+                    if lease is not None:
+                        await lease.release()
+
+    # -- the lease -------------------------------------------------------------
+
+    async def _activate(self) -> None:
+        """Start following the log and firing deadlines, from the stored checkpoint."""
+        assert self._group is not None
+        self._position = self._saved = await self.checkpoints.load_checkpoint(self.name) or 0
+        self._error = None
+        await self.scheduler.rebuild()
+        self._wakeup = anyio.Event()
+        work = StoppableTask()
+        work.start(self._group, self._run, name=f"process managers {self.name}")
+        self._work = work
+
+    async def _run(self) -> None:
+        async with anyio.create_task_group() as group:
+            group.start_soon(self._follow, name=f"process managers {self.name}")
+            group.start_soon(self._watch_deadlines, name=f"deadlines {self.name}")
+
+    async def _try_to_lead(self) -> None:
+        """Take the lease if it is free and become active; stay standing by if not."""
+        assert self._lease_store is not None
+        lease = await self._lease_store.try_acquire(self.lease_name)
+        if lease is None:
+            return
+        self._lease = lease
+        try:
+            await self._activate()
+        except BaseException:
+            self._lease = None
+            with anyio.CancelScope(shield=True):
+                await lease.release()
+            raise
+        logger.info("took the process manager lease", extra={"runner": self.name})
+
+    async def _keep_lease(self) -> None:
+        while True:
+            await anyio.sleep(self.lease_interval)
+            try:
+                if self._lease is None:
+                    await self._try_to_lead()
+                elif not await self._lease.check():
+                    await self._stand_by()
+            except Exception:
+                logger.exception(
+                    "taking or checking the process manager lease failed; trying again",
+                    extra={"runner": self.name},
+                )
+
+    async def _stand_by(self) -> None:
+        """Stop at once after the lease was lost: another runner may hold it already."""
+        logger.warning("lost the process manager lease; standing by", extra={"runner": self.name})
+        work, self._work = self._work, None
+        if work is not None:
+            await work.stop()
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            await lease.release()
 
     async def wait_until_caught_up(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109
         """Wait until the runner has handled every event stored when it was called.
 
+        A runner that stands by waits until it takes the lease and has
+        caught up, within the same ``timeout``.
+
         Raises:
             ProcessManagerFailed: the runner stopped on a failing event (or
                 another error, such as the store's, that stopped it).
-            CatchUpTimeout: it did not catch up within ``timeout`` seconds.
+            CatchUpTimeout: it did not catch up within ``timeout`` seconds
+                (its message says when the runner stood by all along).
         """
         target = await self.store.log_position()
         with anyio.move_on_after(timeout):
             while True:
-                if self._error is not None:
-                    raise self._error
-                if self._position >= target:
-                    return
+                if self._work is not None:
+                    if self._error is not None:
+                        raise self._error
+                    if self._position >= target:
+                        return
                 await anyio.sleep(0.01)
+        if self._work is None:
+            raise CatchUpTimeout(
+                timeout,
+                [f"process managers {self.name!r} (standing by: another runner holds its lease)"],
+            )
         raise CatchUpTimeout(timeout, [f"process managers {self.name!r}"])
 
     async def fire_due(self) -> int:
         """Fire the deadlines due by the clock now; return how many (the runner then handles them).
 
         The runner does this by itself at least every ``deadline_poll``
-        seconds; call it after moving a test's ``ManualClock``.
+        seconds; call it after moving a test's ``ManualClock``. A runner that
+        stands by fires nothing and returns 0: the active one fires them.
         """
+        if self._work is None:
+            return 0
         return await self.scheduler.fire_due()
 
     # -- following the log -----------------------------------------------------
@@ -246,10 +374,13 @@ class ProcessManagerRunner:
     def _route(manager: type[ProcessManager], event: RecordedEvent[Event]) -> str | None:
         prefix = f"{manager.category}-"
         if event.stream_id.startswith(prefix):
-            # A process reacts to its own stream only for the deadlines stored there.
+            # A process reacts to its own stream only for the deadlines stored there;
+            # the rest of it is its own state. Another stream that merely shares the
+            # prefix ("transfer-requests-1") is routed like any other.
             if isinstance(event.data, DeadlineReached):
                 return event.stream_id[len(prefix) :]
-            return None
+            if manager._appliers.get(type(event.data)) is not None:
+                return None
         if not manager.reacts_to(type(event.data)):
             return None
         return manager.correlate(event)

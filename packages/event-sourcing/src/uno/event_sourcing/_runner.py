@@ -12,6 +12,7 @@ from typing import Self
 import anyio
 from anyio.abc import TaskGroup
 
+from uno.event_sourcing._leasing import StoppableTask, lease_store_of
 from uno.event_sourcing._parking import (
     ParkedReplay,
     ProjectionEventParked,
@@ -54,12 +55,6 @@ class ProjectionStatus:
     lag_seconds: float
     state: ProjectionState
     error: BaseException | None = None
-
-
-class _Task:
-    def __init__(self) -> None:
-        self.scope = anyio.CancelScope()
-        self.done = anyio.Event()
 
 
 class ProjectionRunner:
@@ -146,7 +141,7 @@ class ProjectionRunner:
         self._lease_interval = lease_interval
         self._max_partitions = max_partitions
         self._leases: dict[str, Lease] = {}
-        self._tasks: dict[str, _Task] = {}
+        self._tasks: dict[str, StoppableTask] = {}
         self._group: TaskGroup | None = None
         if any(_may_skip(p) for p in [default, *policies.values()]):
             registry = getattr(store, "registry", None)
@@ -195,23 +190,14 @@ class ProjectionRunner:
 
     def _start(self, worker: ProjectionWorker) -> None:
         assert self._group is not None
-        task = self._tasks[worker.checkpoint] = _Task()
+        task = self._tasks[worker.checkpoint] = StoppableTask()
         worker.state, worker.error = ProjectionState.RUNNING, None
-
-        async def run() -> None:
-            try:
-                with task.scope:
-                    await worker.run()
-            finally:
-                task.done.set()
-
-        self._group.start_soon(run, name=f"projection {worker.checkpoint}")
+        task.start(self._group, worker.run, name=f"projection {worker.checkpoint}")
 
     async def _stop(self, worker: ProjectionWorker) -> None:
         task = self._tasks.pop(worker.checkpoint, None)
         if task is not None:
-            task.scope.cancel()
-            await task.done.wait()
+            await task.stop()
         worker.state = ProjectionState.STOPPED
 
     # -- partitions ------------------------------------------------------------
@@ -377,9 +363,8 @@ def _may_skip(policy: FailurePolicy) -> bool:
 
 
 def _leases_of(store: ProjectionStore) -> LeaseStore:
-    provider = getattr(store, "lease_store", None)
-    leases = provider() if callable(provider) else None
-    if not isinstance(leases, LeaseStore):
+    leases = lease_store_of(store)
+    if leases is None:
         raise ProjectionConfigurationError(
             f"partitioned projections need leases and {type(store).__name__} has no "
             "lease_store(): pass leases=... to ProjectionRunner"
