@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import signal
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
@@ -14,7 +16,7 @@ import psycopg
 import psycopg_pool
 import pytest
 
-from uno.event_storage import open_event_store
+from uno.event_storage import open_event_store, postgres
 from uno.event_storage._postgres_leases import advisory_lock_key
 from uno.event_storage._postgres_schema import MIGRATIONS, Names
 from uno.event_storage.exceptions import (
@@ -203,6 +205,101 @@ async def test_the_store_recovers_when_its_connections_are_killed(
 
 
 @pytest.mark.anyio
+async def test_the_store_recovers_when_every_connection_it_keeps_is_killed(
+    registry: EventRegistry, schema: str, postgres_url: str
+) -> None:
+    """Dead connections on the store's free-list go back to the pool, which replaces them."""
+    name = f"uno-free-list-{schema}"
+    url = f"{postgres_url}?application_name={name}"
+    async with await open_store(url, registry, schema, auto_migrate=True, notify=False) as store:
+        async with anyio.create_task_group() as writers:
+            for n in range(4):
+                writers.start_soon(store.append, f"s{n}", [MoneyDeposited(amount=1)])
+        kept = len(store._connections._free)
+        assert kept >= 2
+        async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as admin:
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = %s",
+                [name],
+            )
+        failures = 0
+        with anyio.fail_after(20):
+            while True:
+                try:
+                    await store.append("s0", [MoneyDeposited(amount=2)], expected_version=1)
+                    break
+                except StoreUnavailable:
+                    failures += 1
+        assert failures <= 2
+        assert [e.stream_version for e in await store.read_stream("s0")] == [1, 2]
+
+
+@pytest.mark.anyio
+async def test_only_clean_connections_are_kept_and_the_rest_go_back_to_the_pool(
+    store: PostgresEventStore,
+) -> None:
+    """A connection left in a transaction or closed is returned to the pool, never reused."""
+    await store.append("s", [MoneyDeposited(amount=1)])
+    connections = store._connections
+    async with connections.borrow() as conn:
+        await conn.execute("BEGIN")
+    async with connections.borrow() as closed:
+        await closed.close()
+    assert conn not in [cur.connection for cur, _, _ in connections._free]
+    assert closed not in [cur.connection for cur, _, _ in connections._free]
+    await store.append("s", [MoneyDeposited(amount=2)], expected_version=1)
+    async with store._pool.connection() as back:
+        assert back.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    assert store._pool.get_stats().get("returns_bad", 0) == 1
+    assert [e.stream_version for e in await store.read_stream("s")] == [1, 2]
+
+
+@pytest.mark.anyio
+async def test_kept_connections_go_back_to_a_shared_pool_when_idle_or_old_and_on_close(
+    registry: EventRegistry, schema: str, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store holds no more of a shared pool than it uses, and nothing once closed."""
+    pool: psycopg_pool.AsyncConnectionPool[Any] = psycopg_pool.AsyncConnectionPool(
+        postgres_url, min_size=1, max_size=4, open=False, kwargs={"autocommit": True}
+    )
+    await pool.open(wait=True)
+    try:
+        store = PostgresEventStore(registry, pool=pool, schema=schema, notify=False)
+        await store.migrate()
+        monkeypatch.setattr(postgres, "_IDLE_FOR", 0.05)
+        await store.append("s", [MoneyDeposited(amount=1)])
+        assert len(store._connections._free) == 1
+        await eventually(lambda: not store._connections._free)
+        monkeypatch.setattr(postgres, "_KEEP_FOR", 0.0)
+        await store.append("s", [MoneyDeposited(amount=2)], expected_version=1)
+        assert store._connections._free == []
+        monkeypatch.setattr(postgres, "_KEEP_FOR", 30.0)
+        async with anyio.create_task_group() as writers:
+            for n in range(3):
+                writers.start_soon(store.append, f"t{n}", [MoneyDeposited(amount=1)])
+        assert store._connections._free
+        await store.close()
+        assert store._connections._free == []
+        await eventually(lambda: all_back(pool.get_stats()))
+        async with pool.connection() as conn:
+            await conn.execute("SELECT 1")
+    finally:
+        await pool.close()
+
+
+async def eventually(condition: Callable[[], bool]) -> None:
+    """Wait up to 5 seconds for what a background task does."""
+    with anyio.fail_after(5):
+        while not condition():  # noqa: ASYNC110
+            await anyio.sleep(0.02)
+
+
+def all_back(stats: dict[str, int]) -> bool:
+    return stats["pool_available"] == stats["pool_size"]
+
+
+@pytest.mark.anyio
 async def test_a_cancelled_append_is_all_or_nothing_and_the_pool_stays_clean(
     store: PostgresEventStore,
 ) -> None:
@@ -219,6 +316,28 @@ async def test_a_cancelled_append_is_all_or_nothing_and_the_pool_stays_clean(
     await store.append("after", [MoneyDeposited(amount=1)])
     stats = store._pool.get_stats()
     assert stats.get("requests_errors", 0) == 0
+
+
+@pytest.mark.anyio
+async def test_an_append_cancelled_by_asyncio_itself_is_all_or_nothing(
+    store: PostgresEventStore,
+) -> None:
+    """task.cancel() (as asyncio.wait_for does) is not an anyio cancellation: still atomic."""
+    batches = []
+    for attempt in range(60):
+        batch = [NewEvent(data=MoneyDeposited(amount=n)) for n in range(20)]
+        batches.append(batch)
+        task = asyncio.ensure_future(store.append(f"native-{attempt}", batch))
+        await asyncio.sleep((attempt % 7) / 5_000)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    stored = {e.event_id async for e in store.read_all()}
+    for batch in batches:
+        ids = {e.event_id for e in batch}
+        assert ids <= stored or not ids & stored
+    result = await store.append("after", [MoneyDeposited(amount=1)])
+    assert result.stream_version == 1
 
 
 @pytest.mark.anyio

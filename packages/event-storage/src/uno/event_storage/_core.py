@@ -316,7 +316,7 @@ class EventStoreBase(abc.ABC):
             rows = await self._read_stream(
                 stream_id, from_version, direction is Direction.BACKWARDS, limit
             )
-        return self._decode(rows)
+        return self._decode(rows, stream_id)
 
     async def read_all(
         self,
@@ -390,10 +390,14 @@ class EventStoreBase(abc.ABC):
         version = await self._stream_version(stream_id)
         return version or None
 
-    def _decode(self, rows: Sequence[Row]) -> list[RecordedEvent[Event]]:
+    def _decode(
+        self, rows: Sequence[Row], stream_id: str | None = None
+    ) -> list[RecordedEvent[Event]]:
         """Turn rows (or plain tuples in ``Row``'s column order) into recorded events.
 
         The hot path of every read: it binds what it calls once per batch.
+        ``stream_id``, when given, is every row's stream, and the rows' own
+        ``stream_id`` is not read (a backend may leave it out).
         """
         decode = self.serializer.decode
         decode_metadata = self.serializer.decode_metadata
@@ -409,7 +413,7 @@ class EventStoreBase(abc.ABC):
                 append(
                     recorded(
                         event_id=row[0],
-                        stream_id=row[1],
+                        stream_id=stream_id or row[1],
                         stream_version=row[2],
                         global_position=row[3],
                         recorded_at=row[4],
@@ -516,7 +520,10 @@ class EventStoreBase(abc.ABC):
     async def _read_stream(
         self, stream_id: str, from_version: int | None, backwards: bool, limit: int | None
     ) -> list[Row]:
-        """Return rows of one stream; raise ``StreamDeleted`` for a deleted one."""
+        """Return rows of one stream; raise ``StreamDeleted`` for a deleted one.
+
+        The rows' ``stream_id`` may be left ``None``: ``read_stream`` knows it.
+        """
 
     @abc.abstractmethod
     async def _read_all(
