@@ -177,6 +177,31 @@ async def test_an_unreachable_database_raises_store_unavailable(registry: EventR
     assert info.value.code == "event_storage.unavailable"
 
 
+async def terminate_connections(url: str, application_name: str) -> None:
+    """Kill, from another connection, every server connection of ``application_name``."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as admin:
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            [application_name],
+        )
+
+
+async def failed_appends_until_one_succeeds(
+    store: PostgresEventStore, stream_id: str, *, pause: float = 0.0
+) -> int:
+    """Append the stream's second event until it works; return how many attempts failed first."""
+    failures = 0
+    with anyio.fail_after(20):
+        while True:
+            try:
+                await store.append(stream_id, [MoneyDeposited(amount=2)], expected_version=1)
+            except StoreUnavailable:
+                failures += 1
+                await anyio.sleep(pause)
+            else:
+                return failures
+
+
 @pytest.mark.anyio
 async def test_the_store_recovers_when_its_connections_are_killed(
     registry: EventRegistry, schema: str, postgres_url: str
@@ -185,22 +210,8 @@ async def test_the_store_recovers_when_its_connections_are_killed(
     url = f"{postgres_url}?application_name={name}"
     async with await open_store(url, registry, schema, auto_migrate=True, pool_min_size=3) as store:
         await store.append("s", [MoneyDeposited(amount=1)])
-        async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as admin:
-            await admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE application_name = %s",
-                [name],
-            )
-        failures = 0
-        with anyio.fail_after(20):
-            while True:
-                try:
-                    await store.append("s", [MoneyDeposited(amount=2)], expected_version=1)
-                    break
-                except StoreUnavailable:
-                    failures += 1
-                    await anyio.sleep(0.1)
-        assert failures <= 3
+        await terminate_connections(postgres_url, name)
+        assert await failed_appends_until_one_succeeds(store, "s", pause=0.1) <= 3
         assert [e.stream_version for e in await store.read_stream("s")] == [1, 2]
 
 
@@ -217,21 +228,8 @@ async def test_the_store_recovers_when_every_connection_it_keeps_is_killed(
                 writers.start_soon(store.append, f"s{n}", [MoneyDeposited(amount=1)])
         kept = len(store._connections._free)
         assert kept >= 2
-        async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as admin:
-            await admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE application_name = %s",
-                [name],
-            )
-        failures = 0
-        with anyio.fail_after(20):
-            while True:
-                try:
-                    await store.append("s0", [MoneyDeposited(amount=2)], expected_version=1)
-                    break
-                except StoreUnavailable:
-                    failures += 1
-        assert failures <= 2
+        await terminate_connections(postgres_url, name)
+        assert await failed_appends_until_one_succeeds(store, "s0") <= 2
         assert [e.stream_version for e in await store.read_stream("s0")] == [1, 2]
 
 
