@@ -295,3 +295,31 @@ def test_finalization_runs_in_exactly_the_reverse_of_creation_order(order: list[
     closed = [line.split()[1] for line in log.lines if line.startswith("close")]
     assert opened == list(dict.fromkeys(str(i) for i in order))
     assert closed == opened[::-1]
+
+
+@pytest.mark.anyio
+async def test_a_lone_async_generator_that_fails_or_yields_twice_is_reported_at_async_exit() -> (
+    None
+):
+    async def open_failing() -> AsyncIterator[Session]:
+        yield Session()
+        raise RuntimeError("could not close the session")
+
+    async def open_twice() -> AsyncIterator[Config]:
+        yield Config()
+        yield Config()
+
+    builder = ContainerBuilder()
+    builder.add(open_failing, scope=Scope.REQUEST)
+    builder.add(open_twice, scope=Scope.REQUEST)
+    container = builder.build()
+    with pytest.raises(FinalizationError) as caught:
+        async with container.scope() as scope:
+            await scope.aget(Session)
+    assert [str(e) for e in caught.value.exceptions] == ["could not close the session"]
+    with pytest.raises(FinalizationError) as twice:
+        async with container.scope() as scope:
+            await scope.aget(Config)
+    assert "yielded more than once" in str(twice.value.exceptions[0])
+    with pytest.raises(ScopeClosed):
+        await scope.aget(Config)  # the scope is closed even though finalizing failed

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar, Token
 from types import AsyncGeneratorType, TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn, Self, TypeVar, overload
@@ -86,7 +86,7 @@ class Resolver:
             sync, resolve = self._root._install(key, self._kind)
             if resolve is not None:
                 return resolve(self)
-        return _Ready(sync(self))
+        return _ready(sync(self))
 
     def scope(
         self, kind: Scope = Scope.REQUEST, *, context: Mapping[Any, object] | None = None
@@ -192,29 +192,38 @@ class Resolver:
         else:
             self.close(error)
 
-    def __aenter__(self) -> Awaitable[Self]:
+    async def __aenter__(self) -> Self:
         # Only async scopes become current for @inject: a context variable switch
-        # would double the cost of a sync scope, the hot path of sync code. A plain
-        # method returning a done awaitable: no coroutine to create on every request.
+        # would double the cost of a sync scope, the hot path of sync code.
         self._token = current_scope.set(self)
-        return _Ready(self)
+        return self
 
-    def __aexit__(
+    async def __aexit__(
         self,
         kind: type[BaseException] | None,
         error: BaseException | None,
         tb: TracebackType | None,
-    ) -> Awaitable[None]:
-        # A plain method returning what to await: the finalizing coroutine itself
-        # rather than one more coroutine around it, on every request that opens a resource.
+    ) -> None:
         token = self._token
         if token is not None:
             current_scope.reset(token)
             self._token = None
-        if self._finalizers is None:
+        finalizers = self._finalizers
+        if finalizers is None:
             self._sync = self._async = _CLOSED[self._kind]
-            return _DONE
-        return self.aclose(error)
+        elif error is None and len(finalizers) == 1 and type(finalizers[0]) is AsyncGeneratorType:
+            # The common case, inline: one resource opened by an async generator,
+            # no error to throw into it. (A coroutine per step costs as much as the rest.)
+            self._closing()
+            try:
+                await anext(finalizers[0])
+            except StopAsyncIteration:
+                return
+            except Exception as raised:
+                raise FinalizationError(self._kind.name, [raised]) from None
+            raise FinalizationError(self._kind.name, [_yielded_again(finalizers[0])])
+        else:
+            await self.aclose(error)
 
 
 class ScopedContainer(Resolver):
@@ -223,20 +232,13 @@ class ScopedContainer(Resolver):
     __slots__ = ()
 
 
-class _Ready:
-    """An awaitable that is already done: what ``aget`` gives for a service built synchronously."""
+async def _ready(value: T) -> T:
+    """Return ``value``: what ``aget`` gives to await for a service built synchronously.
 
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def __await__(self) -> Generator[Any, None, Any]:
-        yield from ()  # a generator that returns at once, never suspending
-        return self.value
-
-
-_DONE = _Ready(None)  # leaving a scope that has nothing to finalize
+    A coroutine is the cheapest awaitable to make and await (cheaper than an
+    object whose ``__await__`` is a generator).
+    """
+    return value
 
 
 class _Closed(dict[Any, Any]):
