@@ -6,6 +6,7 @@ import enum
 import types
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
@@ -21,6 +22,7 @@ from uno.events import (
     JsonSerializer,
     MsgPackSerializer,
     Serializer,
+    upcaster,
 )
 from uno.events.exceptions import (
     EventDecodeError,
@@ -279,6 +281,15 @@ def test_malformed_bytes_raise_decode_error(
         codec(registry).decode("shop.OrderPlaced", 4, data)
 
 
+def test_invalid_utf8_in_a_msgpack_string_is_a_decode_error(registry: EventRegistry) -> None:
+    """msgspec raises UnicodeDecodeError there; the serializer's contract is EventDecodeError."""
+    data = msgspec.msgpack.encode({"customer": "x"}).replace(b"\xa1x", b"\xa1\x80")
+    with pytest.raises(EventDecodeError, match="'shop.OrderPlaced' version 4"):
+        MsgPackSerializer(registry).decode("shop.OrderPlaced", 4, data)
+    with pytest.raises(EventDecodeError):
+        MsgPackSerializer(registry).decode_metadata(b"\x81\xa5actor\xa2\x80\x80")
+
+
 @pytest.mark.parametrize("codec", CODECS)
 def test_metadata_round_trips(
     codec: type[JsonSerializer] | type[MsgPackSerializer], registry: EventRegistry
@@ -336,3 +347,97 @@ def test_json_drops_offset_seconds_and_msgpack_keeps_the_instant(registry: Event
     assert isinstance(from_msgpack, OrderPlaced)
     assert from_json.placed_at - moment == timedelta(seconds=24)
     assert from_msgpack.placed_at == moment
+
+
+# -- decoding rows in bulk -------------------------------------------------------------
+
+
+class DepositedV1(Event):
+    event_type = "bank.Deposited"
+    amount: int
+
+
+class Deposited(Event):
+    event_type = "bank.Deposited"
+    event_version = 3
+    cents: int
+    currency: str
+
+
+class Closed(Event):
+    event_type = "bank.Closed"
+    reason: str
+
+
+@upcaster("bank.Deposited", from_version=1)
+def add_currency(data: dict[str, Any]) -> dict[str, Any]:
+    return {**data, "currency": "EUR"}
+
+
+@upcaster("bank.Deposited", from_version=2)
+def to_cents(data: dict[str, Any]) -> dict[str, Any]:
+    if data["amount"] < 0:
+        raise ValueError("a deposit is positive")
+    return {"cents": data["amount"] * 100, "currency": data["currency"]}
+
+
+def stored_rows(codec: type[JsonSerializer] | type[MsgPackSerializer]) -> st.SearchStrategy[Any]:
+    """Rows ``(position, type, version, data)`` of several types and versions, a few broken."""
+    encode = {JsonSerializer: msgspec.json.encode, MsgPackSerializer: msgspec.msgpack.encode}[codec]
+    amounts = st.integers(-3, 10**6)
+    good = st.one_of(
+        st.builds(lambda a: ("bank.Deposited", 1, encode({"amount": a})), amounts),
+        st.builds(
+            lambda a, c: ("bank.Deposited", 2, encode({"amount": a, "currency": c})),
+            amounts,
+            st.text(max_size=3),
+        ),
+        st.builds(
+            lambda a, c: ("bank.Deposited", 3, encode({"cents": a, "currency": c})),
+            amounts,
+            st.text(max_size=3),
+        ),
+        st.builds(lambda r: ("bank.Closed", 1, encode({"reason": r})), st.text(max_size=5)),
+    )
+    bad = st.one_of(
+        st.tuples(st.sampled_from(["bank.Deposited", "bank.Closed"]), st.just(1), st.binary()),
+        st.tuples(st.just("bank.Closed"), st.just(1), st.just(encode({"reason": 1}))),
+        st.tuples(st.sampled_from(["bank.Opened", "bank.Closed"]), st.integers(2, 9), st.just(b"")),
+    )
+    return st.lists(st.one_of(good, good, good, bad), max_size=30).map(
+        lambda items: [(n, *item) for n, item in enumerate(items, 1)]
+    )
+
+
+def _bank_registry() -> EventRegistry:
+    registry = EventRegistry()
+    for cls in (DepositedV1, Deposited, Closed):
+        registry.register(cls)
+    registry.add_upcasters(add_currency, to_cents)
+    return registry
+
+
+@pytest.mark.parametrize("codec", CODECS)
+@settings(max_examples=200)
+@given(data=st.data())
+def test_decoding_rows_equals_decoding_each_one(
+    codec: type[JsonSerializer] | type[MsgPackSerializer], data: st.DataObject
+) -> None:
+    """Across types, versions and upcasters, the first broken row raises what ``decode`` would."""
+    rows = data.draw(stored_rows(codec))
+    serializer = codec(_bank_registry())
+    one_by_one = codec(_bank_registry())
+    expected: list[Event] = []
+    error: Exception | None = None
+    for _, event_type, version, payload in rows:
+        try:
+            expected.append(one_by_one.decode(event_type, version, payload))
+        except Exception as exc:  # whatever decode raises, decode_rows raises alike
+            error = exc
+            break
+    if error is None:
+        assert serializer.decode_rows(rows, 1) == expected
+    else:
+        with pytest.raises(type(error)) as info:
+            serializer.decode_rows(rows, 1)
+        assert str(info.value) == str(error)

@@ -8,8 +8,8 @@ import os
 import signal
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from typing import Any, cast
 
 import anyio
 import psycopg
@@ -35,10 +35,12 @@ from uno.event_storage.testing import (
     settled,
 )
 from uno.events import (
+    Event,
     EventRegistry,
     Lease,
     LeaseStore,
     NewEvent,
+    RecordedEvent,
     TransactionalEventStore,
     WrongExpectedVersion,
 )
@@ -166,6 +168,68 @@ async def test_a_row_that_cannot_be_decoded_names_its_position(
     assert info.value.position == second.global_position
     assert info.value.field == "amount"
     assert str(second.global_position) in str(info.value)
+
+
+@pytest.mark.anyio
+async def test_a_row_whose_metadata_cannot_be_decoded_names_its_position(
+    store: PostgresEventStore, postgres_url: str
+) -> None:
+    await store.append("s", [MoneyDeposited(amount=1), MoneyDeposited(amount=2)])
+    (_, second) = await store.read_stream("s")
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+        await conn.execute(
+            store.names.render("UPDATE {events} SET metadata = %s WHERE global_position = %s"),
+            [b'{"actor": 5}', second.global_position],
+        )
+    with pytest.raises(EventDecodeError) as info:
+        await store.read_stream("s")
+    assert info.value.position == second.global_position
+    assert info.value.field == "actor"
+
+
+@pytest.mark.anyio
+async def test_read_all_reads_every_page_in_order_while_fetching_ahead(
+    store: PostgresEventStore,
+) -> None:
+    for n in range(7):
+        await store.append(f"s-{n % 3}", [MoneyDeposited(amount=n), MoneyDeposited(amount=-n)])
+    every = [e async for e in store.read_all()]
+    for batch_size in (1, 2, 3, 14, 15):
+        paged = [e async for e in store.read_all(batch_size=batch_size)]
+        assert paged == every
+    assert [e.global_position for e in every] == sorted(e.global_position for e in every)
+    assert [e async for e in store.read_all(after=every[-1].global_position)] == []
+
+
+@pytest.mark.anyio
+async def test_stopping_read_all_early_cancels_the_page_fetched_ahead(
+    store: PostgresEventStore,
+) -> None:
+    for n in range(10):
+        await store.append(f"s-{n}", [MoneyDeposited(amount=n)])
+    before = asyncio.all_tasks()
+    reading = cast("AsyncGenerator[RecordedEvent[Event], None]", store.read_all(batch_size=2))
+    async with contextlib.aclosing(reading) as events:
+        async for event in events:
+            if event.data == MoneyDeposited(amount=2):
+                break
+    assert asyncio.all_tasks() <= before, "the fetch ahead outlived read_all"
+    # The connection it used went back clean: the store reads on.
+    assert len([e async for e in store.read_all(batch_size=3)]) == 10
+    assert await store.count_events() == 10
+
+
+@pytest.mark.anyio
+async def test_read_all_in_a_transaction_reads_page_by_page(store: PostgresEventStore) -> None:
+    for n in range(5):
+        await store.append("s", [MoneyDeposited(amount=n)])
+    async with store.transaction() as tx:
+        seen = []
+        async for event in tx.read_all(batch_size=2):
+            seen.append(event.data)
+            await tx.save_checkpoint("reader", event.global_position)  # the same connection
+    assert seen == [MoneyDeposited(amount=n) for n in range(5)]
+    assert await store.load_checkpoint("reader") is not None
 
 
 @pytest.mark.anyio

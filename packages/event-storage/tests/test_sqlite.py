@@ -16,6 +16,7 @@ import anyio.lowlevel
 import pytest
 
 from uno.event_storage import open_event_store
+from uno.event_storage._subscription import Notifier
 from uno.event_storage.exceptions import (
     DuplicateEventId,
     SchemaError,
@@ -744,3 +745,102 @@ async def test_stores_of_one_file_share_their_leases(
         await lease.release()
         assert not await lease.check()
         assert await two.lease_store().try_acquire("projection-1") is not None
+
+
+# -- the tip: an inline append after an inline append skips the state query -----------
+
+
+async def test_inline_appends_after_inline_appends_start_from_the_last_tip(
+    db: Path, registry: EventRegistry
+) -> None:
+    async with await open_store(db, registry) as store:
+        await store.append("s", deposits(1))  # on the writer thread, which primes the WAL
+        await anyio.sleep(0.05)
+        before = handed_off(store)
+        statements: list[str] = []
+        assert store._writer.connection is not None
+        store._writer.connection.set_trace_callback(statements.append)
+        try:
+            await store.append("s", deposits(1), expected_version=1)  # looks the state up
+            statements.clear()
+            result = await store.append("s", deposits(2), expected_version=2)  # from the tip
+            other = await store.append("t", deposits(1))  # the stream's state, not the position
+        finally:
+            store._writer.connection.set_trace_callback(None)
+        assert handed_off(store) == before
+        assert not any("max(position)" in s for s in statements)
+        assert sum("max(stream_version)" in s for s in statements) == 1  # for "t" only
+        assert (result.stream_version, result.global_position) == (4, 4)
+        assert (other.stream_version, other.global_position) == (1, 5)
+        with pytest.raises(WrongExpectedVersion):
+            await store.append("s", deposits(1), expected_version=2)  # the tip still checks
+        assert [e.global_position async for e in store.read_all()] == [1, 2, 3, 4, 5]
+
+
+async def test_any_other_write_makes_the_next_inline_append_look_the_state_up(
+    db: Path, registry: EventRegistry
+) -> None:
+    async with await open_store(db, registry) as store:
+        await store.append("s", deposits(1))
+        await anyio.sleep(0.05)
+        await store.append("s", deposits(1), expected_version=1)
+        # Through the writer thread: erase the newest events, and write in a transaction.
+        await store.delete_stream("s", hard=True)
+        later = await store.append("t", deposits(1))
+        assert later.global_position == 3  # not reused: the high-water mark was looked up
+        await store.append("t", deposits(1), expected_version=1)
+        async with store.transaction() as tx:
+            await tx.append("t", deposits(1), expected_version=2)
+        with pytest.raises(WrongExpectedVersion):
+            await store.append("t", deposits(1), expected_version=2)
+        result = await store.append("t", deposits(1), expected_version=3)
+        assert (result.stream_version, result.global_position) == (4, 6)
+        # Another connection: its commit sends the next append to the thread, which looks up.
+        query(
+            db,
+            "INSERT INTO uno_events VALUES (7, 't', 5, randomblob(16), 'x', 1, x'', x'', 0)",
+        )
+        with pytest.raises(WrongExpectedVersion):
+            await store.append("t", deposits(1), expected_version=4)
+        await anyio.sleep(0.05)
+        result = await store.append("t", deposits(1), expected_version=5)
+        assert (result.stream_version, result.global_position) == (6, 8)
+
+
+async def test_a_retried_inline_append_returns_the_stored_result_and_drops_the_tip(
+    db: Path, registry: EventRegistry
+) -> None:
+    async with await open_store(db, registry) as store:
+        await store.append("s", deposits(1))
+        await anyio.sleep(0.05)
+        events = deposits(1, 10)
+        first = await store.append("s", events, expected_version=1)
+        await store.append("s", deposits(1), expected_version=2)
+        again = await store.append("s", events, expected_version=1)  # a retry: a no-op
+        assert again == first
+        assert store._tip is None
+        result = await store.append("s", deposits(1), expected_version=3)
+        assert (result.stream_version, result.global_position) == (4, 4)
+
+
+async def test_the_notifier_makes_a_ticket_only_for_someone_who_waits() -> None:
+    notifier = Notifier()
+    notifier.notify()  # nobody waits: nothing to set, nothing made
+    assert notifier._event is None
+    ticket = notifier.ticket
+    assert notifier.ticket is ticket
+    assert not ticket.is_set()
+    notifier.notify()
+    assert ticket.is_set()
+    later = notifier.ticket
+    assert later is not ticket
+    assert not later.is_set()
+    notifier.close()
+    assert later.is_set()
+    assert notifier.ticket.is_set()
+    notifier.notify()
+    assert notifier.ticket.is_set()
+    fresh = Notifier()
+    fresh.close()
+    assert fresh.ticket.is_set()
+    await fresh.wait(fresh.ticket, 10)  # returns at once

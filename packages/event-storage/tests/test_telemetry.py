@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -13,7 +16,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from uno.event_storage import InMemoryEventStore
+from uno.event_storage import InMemoryEventStore, _telemetry
 from uno.event_storage.testing import MoneyDeposited, contract_registry
 from uno.events import NO_STREAM, WrongExpectedVersion
 
@@ -82,3 +85,27 @@ async def test_a_failed_append_is_an_error_span_with_the_error_code() -> None:
     assert span.status.description == "event_storage.wrong_expected_version"
     assert any(event.name == "exception" for event in span.events)
     assert appended_total() == before
+
+
+def test_telemetry_is_active_once_an_sdk_is_installed() -> None:
+    assert _telemetry.active()
+
+
+def test_without_an_sdk_appends_skip_telemetry_and_still_work() -> None:
+    script = (
+        "import asyncio\n"
+        "from uno.event_storage import InMemoryEventStore, _telemetry\n"
+        "from uno.event_storage.testing import MoneyDeposited, contract_registry\n"
+        "assert not _telemetry.active()\n"
+        "store = InMemoryEventStore(contract_registry())\n"
+        "result = asyncio.run(store.append('s', [MoneyDeposited(amount=1)]))\n"
+        "assert result.stream_version == 1\n"
+        "from opentelemetry import trace\n"
+        "from opentelemetry.sdk.trace import TracerProvider\n"
+        "trace.set_tracer_provider(TracerProvider())\n"
+        "assert _telemetry.active()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    subprocess.run(  # noqa: S603 - our own interpreter and script
+        [sys.executable, "-c", script], check=True, env=env, timeout=60
+    )

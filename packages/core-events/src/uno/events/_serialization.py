@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from types import ModuleType
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -25,6 +25,10 @@ __all__ = ["JsonSerializer", "MsgPackSerializer", "Serializer"]
 
 _Plan = Callable[[bytes], Event]
 _FIELD_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
+
+
+# msgspec reports invalid UTF-8 in a MessagePack string as UnicodeDecodeError.
+_DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError)
 
 
 @runtime_checkable
@@ -109,8 +113,42 @@ class _MsgspecSerializer:
             self._plans.setdefault(event_type, {})[event_version] = plan
         try:
             return plan(data)
-        except msgspec.DecodeError as exc:  # upcasting plans raise their own EventDecodeError
+        except _DECODE_ERRORS as exc:  # upcasting plans raise their own EventDecodeError
             raise _decode_error(event_type, event_version, exc) from exc
+
+    def decode_rows(self, rows: Iterable[Sequence[Any]], column: int) -> list[Event]:
+        """Return the events of stored rows, as ``decode`` would one by one.
+
+        Each row holds the type name, the version and the data in ``column``,
+        ``column + 1`` and ``column + 2``. This is the read path of a store: it
+        looks a decode plan up once per run of rows of one type and version.
+
+        Raises:
+            UnknownEventType, EventDecodeError, UpcastError: as ``decode`` does,
+                for the first row that has one; the error does not say which row
+                (decode them one by one to find it).
+        """
+        plans = self._plans
+        events: list[Event] = []
+        append = events.append
+        plan: _Plan
+        event_type: str | None = None
+        version: int | None = None
+        try:
+            for row in rows:
+                if row[column] != event_type or row[column + 1] != version:
+                    event_type, version = row[column], row[column + 1]
+                    try:
+                        plan = plans[event_type][version]
+                    except KeyError:
+                        plan = self._plan(event_type, version)
+                        plans.setdefault(event_type, {})[version] = plan
+                append(plan(row[column + 2]))
+        except _DECODE_ERRORS as exc:  # upcasting plans raise their own EventDecodeError
+            assert event_type is not None  # set before any plan runs
+            assert version is not None
+            raise _decode_error(event_type, version, exc) from exc
+        return events
 
     def encode_metadata(self, metadata: EventMetadata) -> bytes:
         """Return the bytes of ``metadata``.
@@ -131,7 +169,7 @@ class _MsgspecSerializer:
         """
         try:
             metadata: EventMetadata = self._metadata_decode(data)
-        except msgspec.DecodeError as exc:
+        except _DECODE_ERRORS as exc:
             raise _decode_error("uno.EventMetadata", 1, exc) from exc
         return metadata
 
@@ -173,7 +211,7 @@ class _MsgspecSerializer:
                         ) from exc
                     current += 1
                 result: Event = self._as_input(value, latest)
-            except msgspec.DecodeError as exc:
+            except _DECODE_ERRORS as exc:
                 raise _decode_error(event_type, current, exc) from exc
             return result
 
@@ -210,7 +248,7 @@ class MsgPackSerializer(_MsgspecSerializer):
     _codec: ClassVar[ModuleType] = msgspec.msgpack
 
 
-def _decode_error(event_type: str, version: int, exc: msgspec.DecodeError) -> EventDecodeError:
+def _decode_error(event_type: str, version: int, exc: Exception) -> EventDecodeError:
     message = str(exc)
     match = _FIELD_PATH.search(message)
     field = match.group(1) if match else None

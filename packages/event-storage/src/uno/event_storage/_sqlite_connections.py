@@ -261,6 +261,12 @@ class Writer(ConnectionThreads):
       after it wrote while the WAL was unprimed. A commit by another
       connection (``PRAGMA data_version`` changed) may have come with a
       checkpoint of its own, so it unprimes the WAL.
+    - ``undisturbed`` tells an inline function that the previous write to
+      the database was an inline append of this writer that committed, so
+      what it found and wrote still holds (the store then skips the state
+      query). Any work of the writer thread, a priming, or a failed inline
+      attempt clears it; a commit by another connection sends the append to
+      the thread anyway.
     - After about ``_CHECKPOINT_PAGES`` pages were written, a thread of its
       own checkpoints the WAL, mostly while the loop goes on appending and the
       writer thread goes on writing (``_checkpoint``).
@@ -278,11 +284,24 @@ class Writer(ConnectionThreads):
         self.inline = inline
         self.lock = threading.Lock()
         self.connection: sqlite3.Connection | None = None
+        self._cursor: sqlite3.Cursor | None = None  # the inline path's, on ``connection``
         self._busy_timeout_ms = round(busy_timeout * 1000)
         # Guarded by the lock:
         self._waits = True  # the connection's busy timeout is busy_timeout, not 0
         self._primed = False
         self._data_version = 0  # the connection's PRAGMA data_version when it primed the WAL
+        # The connection's total_changes after the last inline commit, while
+        # nothing else has run on it since; -1 otherwise. See ``undisturbed``.
+        self._inline_changes = -1
+        self.undisturbed = False
+        """While an inline function runs: nothing but inline appends wrote to the database.
+
+        True when the previous write of any connection was an inline append
+        that committed: no other connection committed since (``PRAGMA
+        data_version`` is as the WAL was primed), the writer's thread ran
+        nothing since, and the connection changed no rows since. What that
+        append found and wrote then still holds.
+        """
         self._wrote = False  # rows changed since the WAL was last primed, or tried to be
         self._pages = 0  # estimated WAL pages written since the last checkpoint began
         self._checkpoint_asked = False
@@ -323,12 +342,15 @@ class Writer(ConnectionThreads):
             connection = self.connection
             if connection is None or not self._primed or connection.in_transaction:
                 return _HAND_OFF
+            cursor = self._cursor  # one cursor for its own statements, not one each
+            if cursor is None or cursor.connection is not connection:
+                cursor = self._cursor = connection.cursor()
             self._set_waits(connection, False)
             changes = connection.total_changes
             try:
-                result = self._inline_transaction(connection, first)
+                result = self._inline_transaction(connection, cursor, first)
             except Recheck:
-                result = self._inline_transaction(connection, retry)
+                result = self._inline_transaction(connection, cursor, retry)
             if not isinstance(result, HandOff):
                 self._pages += _pages(connection.total_changes - changes, size)
                 self._ask_for_checkpoint()
@@ -337,21 +359,28 @@ class Writer(ConnectionThreads):
             self.lock.release()
 
     def _inline_transaction(
-        self, connection: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]
+        self,
+        connection: sqlite3.Connection,
+        cursor: sqlite3.Cursor,
+        fn: Callable[[sqlite3.Connection], T],
     ) -> T | HandOff:
         try:
-            connection.execute("BEGIN IMMEDIATE")
+            cursor.execute("BEGIN IMMEDIATE")
             try:
-                (version,) = connection.execute("PRAGMA data_version").fetchone()
+                (version,) = cursor.execute("PRAGMA data_version").fetchone()
                 if version == self._data_version:
+                    self.undisturbed = self._inline_changes == connection.total_changes
+                    self._inline_changes = -1  # until this one commits
                     result: T | HandOff = fn(connection)
-                    connection.execute("COMMIT")
+                    cursor.execute("COMMIT")
+                    self._inline_changes = connection.total_changes
                 else:  # another connection committed, and may have checkpointed the WAL
                     self._primed = False
                     result = _HAND_OFF
             finally:
+                self.undisturbed = False
                 if connection.in_transaction:  # not committed
-                    connection.execute("ROLLBACK")
+                    cursor.execute("ROLLBACK")
         except sqlite3.Error as error:
             if _busy(error):
                 return _HAND_OFF
@@ -372,6 +401,7 @@ class Writer(ConnectionThreads):
 
     def _call(self, work: _Work, connection: sqlite3.Connection) -> object:
         with self.lock:
+            self._inline_changes = -1  # the thread's work may write anything
             self._set_waits(connection, True)
             changes = connection.total_changes
             try:
@@ -468,6 +498,7 @@ class Writer(ConnectionThreads):
         """
         self._wrote = False
         self._primed = False
+        self._inline_changes = -1  # others may have committed before this data_version
         self._set_waits(connection, False)
         try:
             connection.execute("BEGIN IMMEDIATE")
@@ -493,6 +524,7 @@ class Writer(ConnectionThreads):
         self._stop_checkpointer()
         with self.lock:
             self.connection = None
+            self._cursor = None
             super()._close(connection)
 
     def _stop_checkpointer(self) -> None:
@@ -561,7 +593,11 @@ def in_savepoint(fn: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Con
 
 def encoded_size(appends: list[PreparedAppend]) -> int:
     """Return the encoded bytes of every event of the appends."""
-    return sum(len(event.data) + len(event.metadata) for a in appends for event in a.events)
+    size = 0
+    for append in appends:
+        for event in append.events:
+            size += len(event.data) + len(event.metadata)
+    return size
 
 
 # -- the primitives, over "run this on a connection" ----------------------------

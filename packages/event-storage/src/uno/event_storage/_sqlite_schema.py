@@ -19,13 +19,17 @@ An append numbers its events itself, after the larger of the last stored
 position and the high-water mark, inside its write transaction. So positions
 follow commit order and are never reused, even after the newest events are
 hard-deleted, without ``AUTOINCREMENT``'s bookkeeping on every row. One query
-reads that position together with the first stream's version and tombstone.
+reads that position together with the first stream's version and tombstone;
+an inline append that directly follows another one, with no other write in
+between, skips that query (or its position part) and starts from the ``Tip``
+the previous append left.
 """
 
 from __future__ import annotations
 
 import re
 import sqlite3
+import time
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 from uuid import UUID
@@ -38,10 +42,18 @@ from uno.event_storage._core import (
     idempotent_result,
 )
 from uno.event_storage.exceptions import SchemaError, StoreConfigurationError, StreamDeleted
-from uno.events import AppendResult, ExpectedVersion
+from uno.events import ANY, AppendResult, ExpectedVersion
 from uno.events.exceptions import WrongExpectedVersion
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Migration", "Recheck", "SQLiteSchema"]
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "Migration",
+    "Recheck",
+    "SQLiteSchema",
+    "Tip",
+    "recorded_now",
+]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,30}")
@@ -51,6 +63,11 @@ _COLUMNS = (
     "event_id, stream_id, stream_version, position, recorded_at, "
     "event_type, event_version, data, metadata"
 )
+
+
+def recorded_now() -> int:
+    """Return the time as appends store it: microseconds since the epoch, UTC."""
+    return time.time_ns() // 1000
 
 
 class Migration(NamedTuple):
@@ -181,6 +198,14 @@ _CREATE_MIGRATIONS = (
 _RECORD_MIGRATION = "INSERT INTO {p}schema_migrations (version, applied_at) VALUES (?, ?)"
 
 
+class Tip(NamedTuple):
+    """Where an append left the database: its last stream's version and the last position."""
+
+    stream_id: str
+    stream_version: int
+    position: int
+
+
 class Recheck(Exception):
     """An optimistic append met stored ids or another version: undo it, redo it with every check.
 
@@ -210,10 +235,9 @@ class SQLiteSchema:
         def statement(template: str) -> str:
             return template.format(p=prefix, columns=_COLUMNS)
 
-        # One INSERT for each power of two up to _MOST_ROWS rows: a batch is a few of them.
+        # One INSERT for each row count up to _MOST_ROWS: a batch is one of them, or a few.
         self._inserts = {
-            1 << n: statement(_INSERT) + ", ".join([_ROW] * (1 << n))
-            for n in range(_MOST_ROWS.bit_length())
+            n: statement(_INSERT) + ", ".join([_ROW] * n) for n in range(1, _MOST_ROWS + 1)
         }
         self._state = statement(_STATE)
         self._state_and_last_assigned = statement(_STATE_AND_LAST_ASSIGNED)
@@ -281,11 +305,14 @@ class SQLiteSchema:
         self,
         connection: sqlite3.Connection,
         appends: list[PreparedAppend],
-        now: datetime,
+        recorded_at: int,
         *,
         look_up_ids: bool = False,
+        tip: Tip | None = None,
     ) -> list[AppendResult]:
-        """Write every append in the connection's open write transaction.
+        """Write every append in the connection's open write transaction, at ``recorded_at``.
+
+        ``recorded_at`` is in microseconds since the epoch (``recorded_now()``).
 
         Optimistic by default: insert without looking up the event ids (the
         unique index refuses stored ones). When that fails on an id or a
@@ -294,19 +321,31 @@ class SQLiteSchema:
         from a conflict (raise). A plain append is its own transaction and
         rolls all of it back; inside a larger one use ``append_in_savepoint``.
 
+        ``tip`` is what the previous append left, when nothing has written to
+        the database since (the caller knows): then the last assigned position
+        is not looked up, nor the stream's state if it is the same stream
+        (that append found it not deleted, and nothing deleted it since).
+
         Raises:
             Recheck: only when ``look_up_ids`` is false.
             WrongExpectedVersion, DuplicateEventId, StreamDeleted: the appends
                 are refused; roll back what this call may have written.
         """
-        recorded_at = (now - _EPOCH) // timedelta(microseconds=1)
         results = []
         position = 0
         for n, append in enumerate(appends):
             if n == 0:
-                current, deleted, position = connection.execute(
-                    self._state_and_last_assigned, (append.stream_id,)
-                ).fetchone()
+                if tip is None:
+                    current, deleted, position = connection.execute(
+                        self._state_and_last_assigned, (append.stream_id,)
+                    ).fetchone()
+                elif tip.stream_id == append.stream_id:
+                    current, deleted, position = tip.stream_version, None, tip.position
+                else:
+                    current, deleted = connection.execute(
+                        self._state, (append.stream_id,)
+                    ).fetchone()
+                    position = tip.position
             else:
                 current, deleted = connection.execute(self._state, (append.stream_id,)).fetchone()
             if deleted is not None:
@@ -324,7 +363,7 @@ class SQLiteSchema:
         return results
 
     def append_in_savepoint(
-        self, connection: sqlite3.Connection, appends: list[PreparedAppend], now: datetime
+        self, connection: sqlite3.Connection, appends: list[PreparedAppend], recorded_at: int
     ) -> list[AppendResult]:
         """Write every append inside a larger transaction, or raise and leave it as it was.
 
@@ -334,10 +373,10 @@ class SQLiteSchema:
         connection.execute("SAVEPOINT uno_append")
         try:
             try:
-                results = self.append(connection, appends, now)
+                results = self.append(connection, appends, recorded_at)
             except Recheck:
                 connection.execute("ROLLBACK TO uno_append")
-                results = self.append(connection, appends, now, look_up_ids=True)
+                results = self.append(connection, appends, recorded_at, look_up_ids=True)
         except BaseException:
             if connection.in_transaction:  # SQLite may have rolled back everything itself
                 connection.execute("ROLLBACK TO uno_append")
@@ -361,32 +400,53 @@ class SQLiteSchema:
             done = idempotent_result(append, self._stored(connection, append))
             if done is not None:
                 return done
+        expected = append.expected_version
+        # The usual cases inline; check_expected_version decides the others.
+        if not (expected is ANY or (type(expected) is int and expected == current)):
+            try:
+                check_expected_version(stream_id, expected, current)
+            except WrongExpectedVersion:
+                if look_up_ids:
+                    raise
+                raise Recheck from None  # a retry of a stored append is not a conflict
+        events = append.events
+        count = len(events)
         try:
-            check_expected_version(stream_id, append.expected_version, current)
-        except WrongExpectedVersion:
-            if look_up_ids:
-                raise
-            raise Recheck from None  # a retry of a stored append is not a conflict
-        values: list[object] = []
-        for offset, event in enumerate(append.events, start=1):
-            values += (
-                last_position + offset,
-                stream_id,
-                current + offset,
-                event.event_id.bytes,
-                event.event_type,
-                event.event_version,
-                event.data,
-                event.metadata,
-                recorded_at,
-            )
-        try:
-            self._insert_rows(connection, values)
+            if count == 1:  # the common case: one row, one INSERT, no copies
+                event = events[0]
+                connection.execute(
+                    self._inserts[1],
+                    (
+                        last_position + 1,
+                        stream_id,
+                        current + 1,
+                        event.event_id.bytes,
+                        event.event_type,
+                        event.event_version,
+                        event.data,
+                        event.metadata,
+                        recorded_at,
+                    ),
+                )
+            else:
+                values: list[object] = []
+                for offset, event in enumerate(events, start=1):
+                    values += (
+                        last_position + offset,
+                        stream_id,
+                        current + offset,
+                        event.event_id.bytes,
+                        event.event_type,
+                        event.event_version,
+                        event.data,
+                        event.metadata,
+                        recorded_at,
+                    )
+                self._insert_rows(connection, values)
         except sqlite3.IntegrityError:
             if look_up_ids:
                 raise
             raise Recheck from None
-        count = len(append.events)
         return AppendResult(
             stream_id=stream_id,
             stream_version=current + count,
@@ -401,7 +461,6 @@ class SQLiteSchema:
         start, end = 0, len(values)
         while start < end:
             rows = min((end - start) // _ROW_VALUES, _MOST_ROWS)
-            rows = 1 << (rows.bit_length() - 1)  # the largest power of two that fits
             stop = start + rows * _ROW_VALUES
             connection.execute(self._inserts[rows], values[start:stop])
             start = stop

@@ -25,18 +25,29 @@ class Notifier:
     """
 
     def __init__(self) -> None:
-        self._event = anyio.Event()
+        self._event: anyio.Event | None = None  # made when someone takes a ticket
         self.closed = False
 
     @property
     def ticket(self) -> anyio.Event:
         """The event the next notification sets."""
-        return self._event
+        event = self._event
+        if event is None:
+            event = self._event = anyio.Event()
+            if self.closed:
+                event.set()
+        return event
 
     def notify(self) -> None:
-        """Set the current ticket; later tickets wait for the next notification."""
-        event, self._event = self._event, anyio.Event()
-        event.set()
+        """Set the current ticket; later tickets wait for the next notification.
+
+        When nobody took a ticket since the last notification, there is nobody
+        to wake and nothing to do: the common case of an append.
+        """
+        event = self._event
+        if event is not None and not self.closed:
+            self._event = None
+            event.set()
 
     async def wait(self, ticket: anyio.Event, max_wait: float) -> None:
         """Return when ``ticket`` is set, or after ``max_wait`` seconds."""
@@ -46,9 +57,10 @@ class Notifier:
             await ticket.wait()
 
     def close(self) -> None:
-        """Wake every waiter for good."""
+        """Wake every waiter for good: this ticket and every later one is set."""
         self.closed = True
-        self._event.set()
+        if self._event is not None:
+            self._event.set()
 
 
 class PollingSubscription:

@@ -13,7 +13,7 @@ import contextvars
 import copy
 import logging
 import struct
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Iterator
 from contextlib import asynccontextmanager, contextmanager, nullcontext
 from time import monotonic
 from types import TracebackType
@@ -514,6 +514,48 @@ class PostgresEventStore(EventStoreBase):
                 # Plain tuples in Row's column order: _decode reads them by index.
                 rows: list[Any] = await cur.fetchall()
         return rows, (rows[-1][3] if len(rows) == limit else None)
+
+    async def _read_pages(
+        self,
+        after: int,
+        limit: int,
+        event_types: tuple[str, ...] | None,
+        stream_prefix: str | None,
+    ) -> AsyncGenerator[list[Row], None]:
+        """Yield ``read_all``'s pages, fetching the next one while the caller decodes this one.
+
+        Each page is the same query from the same position as without the
+        prefetch, so the read fence is unchanged: a page only ever holds rows
+        below the safe end its own query saw. A bound store (a transaction)
+        reads page by page: its one connection runs the caller's statements too.
+        """
+        if self._bound is not None:
+            async with contextlib.aclosing(
+                super()._read_pages(after, limit, event_types, stream_prefix)
+            ) as pages:
+                async for rows in pages:
+                    yield rows
+            return
+        loop = asyncio.get_running_loop()
+        fetch = loop.create_task(self._read_page(after, limit, event_types, stream_prefix))
+        try:
+            while True:
+                rows, scanned_to = await fetch
+                if scanned_to is None:
+                    yield rows
+                    return
+                fetch = loop.create_task(
+                    self._read_page(scanned_to, limit, event_types, stream_prefix)
+                )
+                await asyncio.sleep(0)  # let it send its query before this page is decoded
+                yield rows
+        finally:
+            if not fetch.done():  # the caller stopped early: cancel the fetch, wait for it
+                fetch.cancel()
+                with anyio.CancelScope(shield=True):
+                    await asyncio.wait([fetch])
+                if not fetch.cancelled():
+                    fetch.exception()  # retrieved: it no longer matters
 
     async def _log_position(self) -> int:
         with self._translated():

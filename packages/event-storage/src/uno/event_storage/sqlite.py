@@ -84,7 +84,7 @@ from uno.event_storage._core import (
     TransactionScope,
 )
 from uno.event_storage._memory_leases import InMemoryLeaseStore
-from uno.event_storage._sqlite_schema import SCHEMA_VERSION, SQLiteSchema
+from uno.event_storage._sqlite_schema import SCHEMA_VERSION, SQLiteSchema, Tip, recorded_now
 from uno.event_storage.exceptions import (
     SchemaNotMigrated,
     StoreConfigurationError,
@@ -283,6 +283,7 @@ class SQLiteEventStore(_SQLiteAccess):
         self._busy_timeout = busy_timeout
         self._inline_events = inline_events if self._synchronous == "NORMAL" else 0
         self._turn_ends = 0.0  # when inline appends next let other tasks run
+        self._tip: Tip | None = None  # what the last append left, if it was optimistic
         self._schema_ready = False
         self._transaction_task: asyncio.Task[Any] | None = None
         self._writer = Writer(
@@ -428,16 +429,27 @@ class SQLiteEventStore(_SQLiteAccess):
     async def _write(self, appends: list[PreparedAppend]) -> list[AppendResult]:
         if not self._schema_ready:
             await self._require_schema()
-        self._refuse_inside_transaction()
-        sql, writer, now, size = self._sql, self._writer, datetime.now(UTC), encoded_size(appends)
+        if self._transaction_task is not None:
+            self._refuse_inside_transaction()
+        sql, writer, now = self._sql, self._writer, recorded_now()
+        if len(appends) == 1:  # the common case, without a generator per append
+            count, size = len(appends[0].events), encoded_size(appends)
+        else:
+            count, size = sum(len(a.events) for a in appends), encoded_size(appends)
 
         def first(connection: sqlite3.Connection) -> list[AppendResult]:
-            return sql.append(connection, appends, now)
+            # Inline, right after an inline append and nothing else: start from its tip.
+            tip = self._tip if writer.undisturbed else None
+            results = sql.append(connection, appends, now, tip=tip)
+            last = results[-1]  # the highest position: appends number their events in turn
+            self._tip = Tip(last.stream_id, last.stream_version, last.global_position)
+            return results
 
         def retry(connection: sqlite3.Connection) -> list[AppendResult]:
+            self._tip = None
             return sql.append(connection, appends, now, look_up_ids=True)
 
-        if sum(len(a.events) for a in appends) <= self._inline_events and size <= INLINE_MAX_BYTES:
+        if count <= self._inline_events and size <= INLINE_MAX_BYTES:
             # An inline append does not wait, so a loop of them would never let
             # other tasks run: every INLINE_TURN, give them a turn first.
             if time.monotonic() >= self._turn_ends:
@@ -550,7 +562,7 @@ class SQLiteTransaction(TransactionScope, _SQLiteAccess):
 
     async def _write(self, appends: list[PreparedAppend]) -> list[AppendResult]:
         self._check_open()
-        sql, now = self._sql, datetime.now(UTC)
+        sql, now = self._sql, recorded_now()
         return await self._writer.run(
             lambda c: sql.append_in_savepoint(c, appends, now),
             owner=self,
