@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -25,7 +24,6 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import anyio
 import psycopg
@@ -173,21 +171,6 @@ CREATE TABLE {s}.alo_balances (
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture
-def postgres_url() -> str:
-    url = os.environ.get("UNO_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-    parts = urlsplit(url)
-    try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 5432), 2):
-            pass
-    except OSError as exc:
-        message = f"postgres is not reachable at {parts.hostname}:{parts.port} ({exc})"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message}; CI needs it (start it, or set UNO_TEST_POSTGRES_URL)")
-        pytest.skip(f"{message}; set UNO_TEST_POSTGRES_URL or start it to run this test")
-    return url
 
 
 @pytest.fixture

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 
 from uno.event_storage import ClosableEventStore, open_event_store
+from uno.event_storage.testing import postgres_url
 from uno.events import EventRegistry
 
 # The tests import the shared domain modules ``ledger`` and ``bank`` from this folder.
@@ -22,26 +20,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bank import bank_registry
 from ledger import StoreOpener, ledger_registry
 
-
-def require_service(url: str, name: str) -> None:
-    """Skip the test when the service is down, or fail it when ``CI`` is set."""
-    parts = urlsplit(url)
-    try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 5432), 2):
-            return
-    except OSError as exc:
-        message = f"{name} is not reachable at {parts.hostname}:{parts.port} ({exc})"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message}; CI needs it (start it, or set UNO_TEST_{name.upper()}_URL)")
-        pytest.skip(f"{message}; set UNO_TEST_{name.upper()}_URL or start it to run this test")
-
-
-@pytest.fixture(scope="session")
-def postgres_url() -> str:
-    """The test PostgreSQL server's URL (skip, or fail under CI, when it is down)."""
-    url = os.environ.get("UNO_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-    require_service(url, "postgres")
-    return url
+__all__ = ["postgres_url"]  # the fixture, shared by the whole folder
 
 
 @pytest.fixture

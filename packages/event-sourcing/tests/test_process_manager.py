@@ -380,6 +380,21 @@ async def open_accounts(store: ClosableEventStore, **balances: int) -> Repositor
     return accounts
 
 
+COMPLETED_TRANSFER = [
+    "bank.TransferStarted",
+    "uno.ProcessEventHandled",
+    "uno.ProcessCommandsSent",
+    "bank.TransferDebited",
+    "uno.DeadlineScheduled",
+    "uno.ProcessEventHandled",
+    "uno.ProcessCommandsSent",
+    "uno.DeadlineCancelled",
+    "uno.ProcessCompleted",
+    "uno.ProcessEventHandled",
+]
+"""The event types in the stream of a transfer that debited, credited and completed."""
+
+
 async def request_transfer(
     store: ClosableEventStore, transfer_id: str, source: str, target: str, amount: int
 ) -> None:
@@ -462,18 +477,7 @@ async def test_a_transfer_debits_the_source_credits_the_target_and_completes(
         assert (transfer.status, transfer.outcome) == ("completed", "completed")
         assert transfer.pending_deadlines == {}
         assert [type(c).__name__ for c, _ in bank.sent] == ["Debit", "Credit"]
-        assert await types_in(store, "transfer-t1") == [
-            "bank.TransferStarted",
-            "uno.ProcessEventHandled",
-            "uno.ProcessCommandsSent",
-            "bank.TransferDebited",
-            "uno.DeadlineScheduled",
-            "uno.ProcessEventHandled",
-            "uno.ProcessCommandsSent",
-            "uno.DeadlineCancelled",
-            "uno.ProcessCompleted",
-            "uno.ProcessEventHandled",
-        ]
+        assert await types_in(store, "transfer-t1") == COMPLETED_TRANSFER
         # Each command's events carry its id, its correlation and its cause.
         debited = (await store.read_stream("account-a"))[-1]
         requested = (await store.read_stream("transferrequest-t1"))[0]
@@ -623,18 +627,7 @@ async def test_commands_not_sent_before_a_crash_are_resent_with_the_same_id(
         assert first_debit == resent_debit  # same command, same id
         assert [type(c).__name__ for c, _ in bank.sent] == ["Debit", "Debit", "Credit"]
         assert await balances(accounts, "a", "b") == [90, 10]
-        assert await types_in(store, "transfer-t6") == [
-            "bank.TransferStarted",
-            "uno.ProcessEventHandled",
-            "uno.ProcessCommandsSent",
-            "bank.TransferDebited",
-            "uno.DeadlineScheduled",
-            "uno.ProcessEventHandled",
-            "uno.ProcessCommandsSent",
-            "uno.DeadlineCancelled",
-            "uno.ProcessCompleted",
-            "uno.ProcessEventHandled",
-        ]
+        assert await types_in(store, "transfer-t6") == COMPLETED_TRANSFER
 
 
 async def test_a_command_sent_twice_moves_money_once(bank_store: StoreFactory) -> None:

@@ -152,17 +152,25 @@ async def test_an_append_after_other_writes_that_would_reorder_a_stream_is_refus
     assert await store.load_checkpoint("early-writer") is None
 
 
+async def append_then_corrupt(
+    store: PostgresEventStore, url: str, column: str, value: bytes
+) -> RecordedEvent[Event]:
+    """Append two events to stream "s", overwrite ``column`` of the second, return it as stored."""
+    await store.append("s", [MoneyDeposited(amount=1), MoneyDeposited(amount=2)])
+    (_, second) = await store.read_stream("s")
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await conn.execute(
+            store.names.render(f"UPDATE {{events}} SET {column} = %s WHERE global_position = %s"),
+            [value, second.global_position],
+        )
+    return second
+
+
 @pytest.mark.anyio
 async def test_a_row_that_cannot_be_decoded_names_its_position(
     store: PostgresEventStore, postgres_url: str
 ) -> None:
-    await store.append("s", [MoneyDeposited(amount=1), MoneyDeposited(amount=2)])
-    (_, second) = await store.read_stream("s")
-    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
-        await conn.execute(
-            store.names.render("UPDATE {events} SET data = %s WHERE global_position = %s"),
-            [b'{"amount": "lots"}', second.global_position],
-        )
+    second = await append_then_corrupt(store, postgres_url, "data", b'{"amount": "lots"}')
     with pytest.raises(EventDecodeError) as info:
         [e async for e in store.read_all()]
     assert info.value.position == second.global_position
@@ -174,13 +182,7 @@ async def test_a_row_that_cannot_be_decoded_names_its_position(
 async def test_a_row_whose_metadata_cannot_be_decoded_names_its_position(
     store: PostgresEventStore, postgres_url: str
 ) -> None:
-    await store.append("s", [MoneyDeposited(amount=1), MoneyDeposited(amount=2)])
-    (_, second) = await store.read_stream("s")
-    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
-        await conn.execute(
-            store.names.render("UPDATE {events} SET metadata = %s WHERE global_position = %s"),
-            [b'{"actor": 5}', second.global_position],
-        )
+    second = await append_then_corrupt(store, postgres_url, "metadata", b'{"actor": 5}')
     with pytest.raises(EventDecodeError) as info:
         await store.read_stream("s")
     assert info.value.position == second.global_position

@@ -9,7 +9,7 @@ from anyio.abc import TaskGroup
 
 from uno.events import LeaseStore
 
-__all__ = ["StoppableTask", "lease_store_of"]
+__all__ = ["StoppableTask", "lease_store_of", "stop_task_group"]
 
 
 def lease_store_of(store: object) -> LeaseStore | None:
@@ -17,6 +17,16 @@ def lease_store_of(store: object) -> LeaseStore | None:
     provider = getattr(store, "lease_store", None)
     leases = provider() if callable(provider) else None
     return leases if isinstance(leases, LeaseStore) else None
+
+
+async def stop_task_group(group: TaskGroup) -> None:
+    """Cancel every task of a runner's background ``group`` and wait for them to end.
+
+    The group is left without the caller's exception, so that an error of the
+    ``async with`` block propagates as itself, not inside an exception group.
+    """
+    group.cancel_scope.cancel()
+    await group.__aexit__(None, None, None)
 
 
 class StoppableTask:

@@ -11,7 +11,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from uno.event_sourcing._deadlines import DeadlineReached, DeadlineScheduler
-from uno.event_sourcing._leasing import StoppableTask, lease_store_of
+from uno.event_sourcing._leasing import StoppableTask, lease_store_of, stop_task_group
 from uno.event_sourcing._process_manager import (
     OutgoingCommand,
     ProcessCommandsSent,
@@ -221,11 +221,8 @@ class ProcessManagerRunner:
         group, self._group = self._group, None
         if group is None:
             return
-        group.cancel_scope.cancel()
         try:
-            # The tasks end on the cancellation; an error of the block
-            # propagates as itself, not inside an exception group.
-            await group.__aexit__(None, None, None)
+            await stop_task_group(group)
         finally:
             with anyio.CancelScope(shield=True):
                 try:

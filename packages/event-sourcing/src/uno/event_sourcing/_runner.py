@@ -12,7 +12,7 @@ from typing import Self
 import anyio
 from anyio.abc import TaskGroup
 
-from uno.event_sourcing._leasing import StoppableTask, lease_store_of
+from uno.event_sourcing._leasing import StoppableTask, lease_store_of, stop_task_group
 from uno.event_sourcing._parking import (
     ParkedReplay,
     ProjectionEventParked,
@@ -176,11 +176,8 @@ class ProjectionRunner:
         group, self._group = self._group, None
         if group is None:
             return
-        group.cancel_scope.cancel()
         try:
-            # The workers' tasks end on the cancellation; an error of the block
-            # propagates as itself, not inside an exception group.
-            await group.__aexit__(None, None, None)
+            await stop_task_group(group)
         finally:
             with anyio.CancelScope(shield=True):
                 for lease in self._leases.values():

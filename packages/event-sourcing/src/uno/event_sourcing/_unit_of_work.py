@@ -170,6 +170,8 @@ class UnitOfWork:
         for (_, aggregate, repository), result in zip(plan, results, strict=True):
             previous = aggregate.loaded_version
             aggregate.mark_saved(result.stream_version)
+            if repository is None and type(aggregate).snapshot_policy is None:
+                continue  # no policy: nothing to decide, no repository to make
             saver = repository or Repository(self.store, type(aggregate))
             await saver.snapshot_if_due(aggregate, previous)
         if self.subscribers:

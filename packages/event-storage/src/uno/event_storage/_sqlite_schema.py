@@ -411,38 +411,21 @@ class SQLiteSchema:
                 raise Recheck from None  # a retry of a stored append is not a conflict
         events = append.events
         count = len(events)
+        values: list[object] = []
+        for offset, event in enumerate(events, start=1):
+            values += (
+                last_position + offset,
+                stream_id,
+                current + offset,
+                event.event_id.bytes,
+                event.event_type,
+                event.event_version,
+                event.data,
+                event.metadata,
+                recorded_at,
+            )
         try:
-            if count == 1:  # the common case: one row, one INSERT, no copies
-                event = events[0]
-                connection.execute(
-                    self._inserts[1],
-                    (
-                        last_position + 1,
-                        stream_id,
-                        current + 1,
-                        event.event_id.bytes,
-                        event.event_type,
-                        event.event_version,
-                        event.data,
-                        event.metadata,
-                        recorded_at,
-                    ),
-                )
-            else:
-                values: list[object] = []
-                for offset, event in enumerate(events, start=1):
-                    values += (
-                        last_position + offset,
-                        stream_id,
-                        current + offset,
-                        event.event_id.bytes,
-                        event.event_type,
-                        event.event_version,
-                        event.data,
-                        event.metadata,
-                        recorded_at,
-                    )
-                self._insert_rows(connection, values)
+            self._insert_rows(connection, values)
         except sqlite3.IntegrityError:
             if look_up_ids:
                 raise
@@ -459,6 +442,9 @@ class SQLiteSchema:
         Raises ``sqlite3.IntegrityError`` having inserted some of them, maybe.
         """
         start, end = 0, len(values)
+        if end <= _MOST_ROWS * _ROW_VALUES:  # the common case: one INSERT, no copy
+            connection.execute(self._inserts[end // _ROW_VALUES], values)
+            return
         while start < end:
             rows = min((end - start) // _ROW_VALUES, _MOST_ROWS)
             stop = start + rows * _ROW_VALUES

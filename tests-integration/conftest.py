@@ -1,0 +1,5 @@
+"""Service addresses for the integration tests, and what to do when a service is down."""
+
+from uno.event_storage.testing import postgres_url
+
+__all__ = ["postgres_url"]
