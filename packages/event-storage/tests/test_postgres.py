@@ -35,8 +35,11 @@ from uno.event_storage.testing import (
     settled,
 )
 from uno.events import (
+    NO_STREAM,
+    DuplicateEventId,
     Event,
     EventRegistry,
+    JsonSerializer,
     Lease,
     LeaseStore,
     NewEvent,
@@ -435,6 +438,42 @@ async def test_migrations_are_recorded_idempotent_and_safe_in_parallel(
         await s.close()
     async with await open_store(postgres_url, registry, schema) as reopened:
         assert await reopened.schema_version() == MIGRATIONS[-1][0]
+
+
+@pytest.mark.anyio
+async def test_a_schema_at_version_1_is_upgraded_and_keeps_its_events(
+    registry: EventRegistry, schema: str, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(postgres, "MIGRATIONS", MIGRATIONS[:1])
+    async with await open_store(postgres_url, registry, schema, auto_migrate=True) as old:
+        assert await old.schema_version() == 1
+        names = old.names
+    monkeypatch.undo()
+    # An event stored by the version 1 function, called as the release that had it did.
+    retried = NewEvent(data=MoneyDeposited(amount=1))
+    data = JsonSerializer(registry).encode(retried.data)
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+        await conn.execute(
+            names.render("SELECT * FROM {append}(%s, NULL, 'no_stream', %s, %s, %s, %s, %s)"),
+            ["s", [retried.event_id], [MoneyDeposited.event_type], [1], [data], [b""]],
+        )
+
+    async with await open_store(postgres_url, registry, schema, auto_migrate=True) as store:
+        assert await store.schema_version() == MIGRATIONS[-1][0]
+        assert [e.event_id for e in await store.read_stream("s")] == [retried.event_id]
+        # The retry of an append stored by the old function is still a no-op.
+        again = await store.append("s", [retried], expected_version=NO_STREAM)
+        assert again.stream_version == 1
+        with pytest.raises(DuplicateEventId):
+            await store.append("t", [retried])
+        async with store.transaction() as tx:
+            await tx.append("s", [MoneyDeposited(amount=2)], expected_version=1)
+            await tx.append("s", [retried])  # inside a transaction too: a no-op
+            await tx.append("u", [MoneyDeposited(amount=3)])
+        positions = [e.global_position async for e in store.read_all()]
+        assert len(positions) == 3
+        assert positions == sorted(positions)
+        assert positions[2] == positions[1] + 1  # one transaction's events follow each other
 
 
 @pytest.mark.anyio

@@ -208,7 +208,123 @@ END
 $fn$;
 """
 
+# Version 2 replaces the append function. The common append (autocommit, fresh
+# ids) inserts without ON CONFLICT, whose speculative insertion costs a second
+# index probe and WAL record per row: a stored id then raises unique_violation
+# and the caller calls again with p_ids_may_be_stored. Inside a caller's
+# transaction that error would abort the transaction, so there the caller
+# passes true from the start. The transaction's event count is read back from
+# its own rows (an index probe) instead of a transaction-local setting.
+_V2 = """
+DROP FUNCTION IF EXISTS {append}(text, integer, text, uuid[], text[], integer[], bytea[], bytea[]);
+
+CREATE OR REPLACE FUNCTION {append}(
+    p_stream text,
+    p_expected integer,
+    p_expected_state text,
+    p_ids uuid[],
+    p_types text[],
+    p_versions integer[],
+    p_data bytea[],
+    p_metadata bytea[],
+    p_ids_may_be_stored boolean,
+    OUT stream_version integer,
+    OUT global_position bigint
+) LANGUAGE plpgsql AS $fn$
+DECLARE
+    n integer := cardinality(p_ids);
+    inserted integer := 0;
+    stored integer;
+    stored_here integer;
+    deleted_as text;
+    current_version integer;
+    last_position bigint;
+    base bigint;
+    seq bigint;
+BEGIN
+    -- The lock comes before any write, so this transaction's id (taken below)
+    -- is newer than that of every append to the stream that committed before.
+    PERFORM pg_advisory_xact_lock(hashtextextended(p_stream, 7));
+
+    SELECT s.deleted INTO deleted_as FROM {streams} s WHERE s.stream_id = p_stream;
+    IF deleted_as IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '{stream_deleted}', MESSAGE = deleted_as;
+    END IF;
+
+    SELECT e.stream_version, e.global_position INTO current_version, last_position
+      FROM {events} e WHERE e.stream_id = p_stream
+     ORDER BY e.stream_version DESC LIMIT 1;
+    current_version := coalesce(current_version, 0);
+
+    IF NOT ((p_expected_state = 'no_stream' AND current_version <> 0)
+            OR (p_expected_state = 'stream_exists' AND current_version = 0)
+            OR (p_expected_state = 'exact' AND current_version <> p_expected)) THEN
+        base := pg_current_xact_id()::text::bigint << {bits};
+        -- Earlier appends of this transaction hold positions from base on:
+        -- continue after them.
+        SELECT max(e.global_position) - base + 1 INTO seq
+          FROM {events} e
+         WHERE e.global_position >= base AND e.global_position < base + (1 << {bits});
+        seq := coalesce(seq, 0);
+        IF seq + n > (1 << {bits}) THEN
+            RAISE EXCEPTION USING ERRCODE = '{too_many_events}', MESSAGE = (1 << {bits})::text;
+        END IF;
+        IF last_position IS NOT NULL AND base + seq <= last_position THEN
+            RAISE EXCEPTION USING ERRCODE = '{transaction_order_conflict}', MESSAGE = p_stream;
+        END IF;
+
+        IF p_ids_may_be_stored THEN
+            INSERT INTO {events} AS e (global_position, stream_id, stream_version, event_id,
+                                       event_type, event_version, data, metadata)
+            SELECT base + seq + u.ord - 1, p_stream, current_version + u.ord::integer, u.id,
+                   u.type, u.version, u.data, u.metadata
+              FROM unnest(p_ids, p_types, p_versions, p_data, p_metadata)
+                   WITH ORDINALITY AS u(id, type, version, data, metadata, ord)
+            ON CONFLICT (event_id) DO NOTHING;
+            GET DIAGNOSTICS inserted = ROW_COUNT;
+        ELSE
+            -- A stored id raises unique_violation: the caller calls again.
+            INSERT INTO {events} AS e (global_position, stream_id, stream_version, event_id,
+                                       event_type, event_version, data, metadata)
+            SELECT base + seq + u.ord - 1, p_stream, current_version + u.ord::integer, u.id,
+                   u.type, u.version, u.data, u.metadata
+              FROM unnest(p_ids, p_types, p_versions, p_data, p_metadata)
+                   WITH ORDINALITY AS u(id, type, version, data, metadata, ord);
+            inserted := n;
+        END IF;
+        IF inserted = n THEN
+            stream_version := current_version + n;
+            global_position := base + seq + n - 1;
+            RETURN;
+        END IF;
+    END IF;
+
+    -- The stream is elsewhere, or some ids are stored already (looked up only
+    -- now, off the common path): a retry of an append stored whole succeeds.
+    SELECT count(*), count(*) FILTER (WHERE e.stream_id = p_stream),
+           max(e.stream_version), max(e.global_position)
+      INTO stored, stored_here, stream_version, global_position
+      FROM {events} e
+     WHERE e.event_id = ANY (p_ids)
+       AND (base IS NULL OR e.global_position NOT BETWEEN base + seq AND base + seq + n - 1);
+    IF stored = n AND stored_here = n THEN
+        RETURN;
+    END IF;
+    IF stored > 0 THEN
+        -- Raising undoes this call's inserts too.
+        RAISE EXCEPTION USING ERRCODE = '{duplicate_event_id}', MESSAGE = (
+            SELECT string_agg(e.event_id::text, ',') FROM {events} e
+             WHERE e.event_id = ANY (p_ids)
+               AND (base IS NULL OR e.global_position NOT BETWEEN base + seq AND base + seq + n - 1)
+        );
+    END IF;
+    RAISE EXCEPTION USING ERRCODE = '{wrong_expected_version}', MESSAGE = current_version::text;
+END
+$fn$;
+"""
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "events, streams, snapshots, checkpoints and the append function", _V1),
+    (2, "an append function that inserts fresh ids without ON CONFLICT", _V2),
 ]
 """``(version, description, SQL template)``, applied in order and recorded."""

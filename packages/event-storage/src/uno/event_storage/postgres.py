@@ -382,8 +382,14 @@ class PostgresEventStore(EventStoreBase):
         results: list[AppendResult] = []
         with anyio.CancelScope(shield=True), self._translated():
             if len(appends) == 1 and self._bound is None:
-                async with self._connections.cursor() as cur:
-                    results.append(await self._append_one(cur, appends[0]))
+                async with self._connections.cursor() as cur:  # autocommit
+                    try:
+                        result = await self._append_one(cur, appends[0], ids_may_be_stored=False)
+                    except psycopg.errors.UniqueViolation:
+                        # A stored id (a retry, or a duplicate): this time the function
+                        # looks the ids up, and tells one from the other.
+                        result = await self._append_one(cur, appends[0], ids_may_be_stored=True)
+                    results.append(result)
                 return results
             async with self._atomic() as conn:
                 cur = conn.cursor()
@@ -394,7 +400,13 @@ class PostgresEventStore(EventStoreBase):
                     "FROM unnest(%s::text[]) AS s",
                     [sorted(a.stream_id for a in appends)],
                 )
-                results.extend([await self._append_one(cur, append) for append in appends])
+                results.extend(
+                    [
+                        # A unique violation would abort the transaction: look the ids up.
+                        await self._append_one(cur, append, ids_may_be_stored=True)
+                        for append in appends
+                    ]
+                )
         return results
 
     def _refuse_self_deadlock(self, appends: list[PreparedAppend]) -> None:
@@ -409,7 +421,15 @@ class PostgresEventStore(EventStoreBase):
                 "store that store.transaction() yielded (this append would wait for it forever)"
             )
 
-    async def _append_one(self, cur: AsyncCursor[TupleRow], append: PreparedAppend) -> AppendResult:
+    async def _append_one(
+        self, cur: AsyncCursor[TupleRow], append: PreparedAppend, *, ids_may_be_stored: bool
+    ) -> AppendResult:
+        """Append with one call of the append function, in the cursor's transaction.
+
+        With ``ids_may_be_stored=False`` the function inserts without looking
+        the event ids up, and a stored one raises ``UniqueViolation``: only
+        for an autocommit call, which can simply be made again with ``True``.
+        """
         expected = append.expected_version
         state = (
             "any"
@@ -429,12 +449,13 @@ class PostgresEventStore(EventStoreBase):
                     append.stream_id,
                     expected if isinstance(expected, int) else None,
                     state,
-                    _BinaryArray(_UUID_OID, [e.event_id.bytes for e in events]),
+                    _BinaryArray(_UUID_OID, [e.event_id.bytes for e in events], width=16),
                     # Event types are ASCII (validate_event_type): the same in every encoding.
                     _BinaryArray(_TEXT_OID, [e.event_type.encode("ascii") for e in events]),
-                    _BinaryArray(_INT4_OID, [int4(e.event_version) for e in events]),
+                    _BinaryArray(_INT4_OID, [int4(e.event_version) for e in events], width=4),
                     _BinaryArray(_BYTEA_OID, [e.data for e in events]),
                     _BinaryArray(_BYTEA_OID, [e.metadata for e in events]),
+                    ids_may_be_stored,
                 ],
             )
         except psycopg.Error as exc:
@@ -699,7 +720,7 @@ class _Statements:
         self.append = r(
             "SELECT stream_version, global_position FROM {append}"
             # Arrays go in binary (%b): dumping bytea arrays as text costs more than the insert.
-            "(%s, %s, %s, %b::uuid[], %b::text[], %b::integer[], %b::bytea[], %b::bytea[])"
+            "(%s, %s, %s, %b::uuid[], %b::text[], %b::integer[], %b::bytea[], %b::bytea[], %s)"
         )
         stream = (
             # Row's columns, but not the stream's id again with every row (read_stream knows it).
@@ -809,11 +830,16 @@ class _BinaryArray:
 
     __slots__ = ("data",)
 
-    def __init__(self, element_oid: int, elements: list[bytes]) -> None:
-        size = _INT4.pack
-        parts = [_ARRAY_HEADER.pack(1, 0, element_oid, len(elements), 1)]
+    def __init__(self, element_oid: int, elements: list[bytes], *, width: int = 0) -> None:
+        header = _ARRAY_HEADER.pack(1, 0, element_oid, len(elements), 1)
+        if width and elements:  # every element is ``width`` bytes long: one join
+            size = _INT4.pack(width)
+            self.data = header + size + size.join(elements)
+            return
+        pack = _INT4.pack
+        parts = [header]
         for element in elements:
-            parts.append(size(len(element)))
+            parts.append(pack(len(element)))
             parts.append(element)
         self.data = b"".join(parts)
 
