@@ -16,6 +16,7 @@ import anyio.lowlevel
 import pytest
 
 from uno.event_storage import open_event_store
+from uno.event_storage._sqlite_connections import _CHECKPOINT_PAGES
 from uno.event_storage._subscription import Notifier
 from uno.event_storage.exceptions import (
     DuplicateEventId,
@@ -684,19 +685,21 @@ async def test_a_commit_by_another_connection_sends_the_next_append_to_the_write
 
 async def test_inline_appends_keep_the_wal_checkpointed(db: Path, registry: EventRegistry) -> None:
     largest = 0
+    appends = _CHECKPOINT_PAGES  # each writes 3 pages or more: 3 checkpoints' worth
     async with await open_store(db, registry) as store:
         before = handed_off(store)
-        for n in range(3000):
+        for n in range(appends):
             await store.append(f"s-{n % 10}", deposits(1, n))
             largest = max(largest, wal_size(db))
-        assert handed_off(store) - before < 300  # most ran inline
+        assert handed_off(store) - before < appends // 10  # most ran inline
         autocheckpoint = await store._writer.run(
             lambda c: c.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
         )
-    # Unchecked, the WAL would grow past 40 MB: more than 3 pages of 4 KiB per append.
-    assert largest < 12 * 1024 * 1024
+    # Unchecked, the WAL would hold more than 3 * _CHECKPOINT_PAGES frames of 4 KiB.
+    frame = 4096 + 24
+    assert largest < 1.6 * _CHECKPOINT_PAGES * frame
     assert autocheckpoint == 0
-    assert query(db, "SELECT count(*) FROM uno_events") == [(3000,)]
+    assert query(db, "SELECT count(*) FROM uno_events") == [(appends,)]
 
 
 # -- lag and leases -----------------------------------------------------------------

@@ -64,6 +64,7 @@ __all__ = [
 DEFAULT_MAX_EVENT_SIZE = 1024 * 1024
 _WALK_BATCH = 1000  # rows per _read_all call when a default primitive walks the log
 _EMPTY_METADATA = EventMetadata()
+_new_tuple = tuple.__new__
 
 
 class PreparedEvent(NamedTuple):
@@ -279,30 +280,36 @@ class EventStoreBase(abc.ABC):
             expected = _validate_expected(expected)
         if not events:
             raise StoreConfigurationError(f"an append to {stream_id!r} needs at least one event")
-        serializer = self.serializer
+        encode = self.serializer.encode
         limit = self.max_event_size
         prepared: list[PreparedEvent] = []
-        ids: set[UUID] | None = set() if len(events) > 1 else None  # one event: no duplicates
+        # Only ids the caller chose can repeat: those uuid7() makes always increase.
+        chosen: set[UUID] | None = None
         for item in events:
             if isinstance(item, NewEvent):
                 event, event_id = item.data, item.event_id
                 metadata = (
                     b""
                     if item.metadata == _EMPTY_METADATA
-                    else serializer.encode_metadata(item.metadata)
+                    else self.serializer.encode_metadata(item.metadata)
                 )
+                if chosen is None:
+                    chosen = {event_id}
+                elif event_id in chosen:
+                    raise DuplicateEventId(stream_id, [event_id])
+                else:
+                    chosen.add(event_id)
             else:
                 event, event_id, metadata = item, uuid7(), b""
-            data = serializer.encode(event)
+            data = encode(event)
             cls = type(event)
             if len(data) + len(metadata) > limit:
                 raise EventTooLarge(stream_id, cls.event_type, len(data) + len(metadata), limit)
-            if ids is not None:
-                if event_id in ids:
-                    raise DuplicateEventId(stream_id, [event_id])
-                ids.add(event_id)
+            # tuple.__new__ skips the NamedTuple's own __new__, a Python call per event.
             prepared.append(
-                PreparedEvent(event_id, cls.event_type, cls.event_version, data, metadata)
+                _new_tuple(
+                    PreparedEvent, (event_id, cls.event_type, cls.event_version, data, metadata)
+                )
             )
         return PreparedAppend(stream_id, expected, prepared)
 

@@ -29,9 +29,9 @@ sync to disk. In WAL mode with ``synchronous="NORMAL"`` a commit only appends
 pages to the WAL, unless it checkpoints (copies the WAL into the database and
 syncs both) or starts the WAL over (and syncs the WAL's header). So the store
 turns the writer connection's automatic checkpoints off and checkpoints on a
-thread of its own, after about 1,000 pages; and the loop's thread commits
-only while the WAL is "primed": it holds a page
-that no checkpoint could copy yet, so a commit cannot start the WAL over (the
+thread of its own, after about 8,192 pages (a WAL of up to 32 MiB); and the
+loop's thread commits only while the WAL is "primed": it holds a page that no
+checkpoint could copy yet, so a commit cannot start the WAL over (the
 writer primes it by rewriting ``PRAGMA user_version`` with the value it has).
 A commit by another process may come with a checkpoint of that process, so
 the next append goes to the writer thread, which primes the WAL again. What
