@@ -208,13 +208,15 @@ END
 $fn$;
 """
 
-# Version 2 replaces the append function. The common append (autocommit, fresh
-# ids) inserts without ON CONFLICT, whose speculative insertion costs a second
-# index probe and WAL record per row: a stored id then raises unique_violation
-# and the caller calls again with p_ids_may_be_stored. Inside a caller's
-# transaction that error would abort the transaction, so there the caller
-# passes true from the start. The transaction's event count is read back from
-# its own rows (an index probe) instead of a transaction-local setting.
+# Version 2 replaces the append function. An append that is its autocommit
+# transaction's only statement (p_alone) inserts without ON CONFLICT, whose
+# speculative insertion costs an index probe and a WAL record per row: a stored
+# id raises unique_violation, and the caller calls again with p_alone false,
+# which looks the ids up. It also knows that its events are the transaction's
+# first. Otherwise (inside a transaction, where that error would abort it) the
+# function looks ids up from the start, and continues the transaction's count
+# of events after its own rows (an index probe) instead of a transaction-local
+# setting. The stream's state is read in one query instead of two.
 _V2 = """
 DROP FUNCTION IF EXISTS {append}(text, integer, text, uuid[], text[], integer[], bytea[], bytea[]);
 
@@ -227,7 +229,7 @@ CREATE OR REPLACE FUNCTION {append}(
     p_versions integer[],
     p_data bytea[],
     p_metadata bytea[],
-    p_ids_may_be_stored boolean,
+    p_alone boolean,
     OUT stream_version integer,
     OUT global_position bigint
 ) LANGUAGE plpgsql AS $fn$
@@ -240,32 +242,36 @@ DECLARE
     current_version integer;
     last_position bigint;
     base bigint;
-    seq bigint;
+    seq bigint := 0;
 BEGIN
     -- The lock comes before any write, so this transaction's id (taken below)
     -- is newer than that of every append to the stream that committed before.
     PERFORM pg_advisory_xact_lock(hashtextextended(p_stream, 7));
 
-    SELECT s.deleted INTO deleted_as FROM {streams} s WHERE s.stream_id = p_stream;
+    SELECT (SELECT s.deleted FROM {streams} s WHERE s.stream_id = p_stream),
+           last.stream_version, last.global_position
+      INTO deleted_as, current_version, last_position
+      FROM (SELECT 1) AS one
+      LEFT JOIN LATERAL (
+          SELECT e.stream_version, e.global_position FROM {events} e
+           WHERE e.stream_id = p_stream
+           ORDER BY e.stream_version DESC LIMIT 1
+      ) AS last ON true;
     IF deleted_as IS NOT NULL THEN
         RAISE EXCEPTION USING ERRCODE = '{stream_deleted}', MESSAGE = deleted_as;
     END IF;
-
-    SELECT e.stream_version, e.global_position INTO current_version, last_position
-      FROM {events} e WHERE e.stream_id = p_stream
-     ORDER BY e.stream_version DESC LIMIT 1;
     current_version := coalesce(current_version, 0);
 
     IF NOT ((p_expected_state = 'no_stream' AND current_version <> 0)
             OR (p_expected_state = 'stream_exists' AND current_version = 0)
             OR (p_expected_state = 'exact' AND current_version <> p_expected)) THEN
         base := pg_current_xact_id()::text::bigint << {bits};
-        -- Earlier appends of this transaction hold positions from base on:
-        -- continue after them.
-        SELECT max(e.global_position) - base + 1 INTO seq
-          FROM {events} e
-         WHERE e.global_position >= base AND e.global_position < base + (1 << {bits});
-        seq := coalesce(seq, 0);
+        IF NOT p_alone THEN
+            -- Earlier appends of this transaction hold positions from base on.
+            SELECT coalesce(max(e.global_position) - base + 1, 0) INTO seq
+              FROM {events} e
+             WHERE e.global_position >= base AND e.global_position < base + (1 << {bits});
+        END IF;
         IF seq + n > (1 << {bits}) THEN
             RAISE EXCEPTION USING ERRCODE = '{too_many_events}', MESSAGE = (1 << {bits})::text;
         END IF;
@@ -273,7 +279,16 @@ BEGIN
             RAISE EXCEPTION USING ERRCODE = '{transaction_order_conflict}', MESSAGE = p_stream;
         END IF;
 
-        IF p_ids_may_be_stored THEN
+        IF p_alone THEN
+            -- A stored id raises unique_violation: the caller calls again.
+            INSERT INTO {events} AS e (global_position, stream_id, stream_version, event_id,
+                                       event_type, event_version, data, metadata)
+            SELECT base + u.ord - 1, p_stream, current_version + u.ord::integer, u.id,
+                   u.type, u.version, u.data, u.metadata
+              FROM unnest(p_ids, p_types, p_versions, p_data, p_metadata)
+                   WITH ORDINALITY AS u(id, type, version, data, metadata, ord);
+            inserted := n;
+        ELSE
             INSERT INTO {events} AS e (global_position, stream_id, stream_version, event_id,
                                        event_type, event_version, data, metadata)
             SELECT base + seq + u.ord - 1, p_stream, current_version + u.ord::integer, u.id,
@@ -282,15 +297,6 @@ BEGIN
                    WITH ORDINALITY AS u(id, type, version, data, metadata, ord)
             ON CONFLICT (event_id) DO NOTHING;
             GET DIAGNOSTICS inserted = ROW_COUNT;
-        ELSE
-            -- A stored id raises unique_violation: the caller calls again.
-            INSERT INTO {events} AS e (global_position, stream_id, stream_version, event_id,
-                                       event_type, event_version, data, metadata)
-            SELECT base + seq + u.ord - 1, p_stream, current_version + u.ord::integer, u.id,
-                   u.type, u.version, u.data, u.metadata
-              FROM unnest(p_ids, p_types, p_versions, p_data, p_metadata)
-                   WITH ORDINALITY AS u(id, type, version, data, metadata, ord);
-            inserted := n;
         END IF;
         IF inserted = n THEN
             stream_version := current_version + n;
@@ -325,6 +331,6 @@ $fn$;
 
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "events, streams, snapshots, checkpoints and the append function", _V1),
-    (2, "an append function that inserts fresh ids without ON CONFLICT", _V2),
+    (2, "an append function that inserts without ON CONFLICT when it runs alone", _V2),
 ]
 """``(version, description, SQL template)``, applied in order and recorded."""

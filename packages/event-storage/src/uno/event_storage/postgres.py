@@ -384,11 +384,11 @@ class PostgresEventStore(EventStoreBase):
             if len(appends) == 1 and self._bound is None:
                 async with self._connections.cursor() as cur:  # autocommit
                     try:
-                        result = await self._append_one(cur, appends[0], ids_may_be_stored=False)
+                        result = await self._append_one(cur, appends[0], alone=True)
                     except psycopg.errors.UniqueViolation:
                         # A stored id (a retry, or a duplicate): this time the function
                         # looks the ids up, and tells one from the other.
-                        result = await self._append_one(cur, appends[0], ids_may_be_stored=True)
+                        result = await self._append_one(cur, appends[0], alone=False)
                     results.append(result)
                 return results
             async with self._atomic() as conn:
@@ -401,11 +401,7 @@ class PostgresEventStore(EventStoreBase):
                     [sorted(a.stream_id for a in appends)],
                 )
                 results.extend(
-                    [
-                        # A unique violation would abort the transaction: look the ids up.
-                        await self._append_one(cur, append, ids_may_be_stored=True)
-                        for append in appends
-                    ]
+                    [await self._append_one(cur, append, alone=False) for append in appends]
                 )
         return results
 
@@ -422,13 +418,15 @@ class PostgresEventStore(EventStoreBase):
             )
 
     async def _append_one(
-        self, cur: AsyncCursor[TupleRow], append: PreparedAppend, *, ids_may_be_stored: bool
+        self, cur: AsyncCursor[TupleRow], append: PreparedAppend, *, alone: bool
     ) -> AppendResult:
         """Append with one call of the append function, in the cursor's transaction.
 
-        With ``ids_may_be_stored=False`` the function inserts without looking
-        the event ids up, and a stored one raises ``UniqueViolation``: only
-        for an autocommit call, which can simply be made again with ``True``.
+        ``alone=True`` says that the call is its autocommit transaction's only
+        statement: the function then inserts without looking the event ids
+        up, and a stored one raises ``UniqueViolation`` (call again with
+        ``alone=False``, which looks them up). Inside a transaction that error
+        would abort it: pass ``False``.
         """
         expected = append.expected_version
         state = (
@@ -455,7 +453,7 @@ class PostgresEventStore(EventStoreBase):
                     _BinaryArray(_INT4_OID, [int4(e.event_version) for e in events], width=4),
                     _BinaryArray(_BYTEA_OID, [e.data for e in events]),
                     _BinaryArray(_BYTEA_OID, [e.metadata for e in events]),
-                    ids_may_be_stored,
+                    alone,
                 ],
             )
         except psycopg.Error as exc:
