@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import sys
@@ -14,6 +15,8 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from uno.event_storage import open_event_store
 from uno.event_storage._sqlite_connections import _CHECKPOINT_PAGES
@@ -24,9 +27,10 @@ from uno.event_storage.exceptions import (
     SchemaNotMigrated,
     StoreConfigurationError,
     StoreUnavailable,
+    StreamDeleted,
     WrongExpectedVersion,
 )
-from uno.event_storage.sqlite import SQLiteEventStore
+from uno.event_storage.sqlite import INLINE_ROWS, SQLiteEventStore
 from uno.event_storage.testing import (
     AccountOpened,
     EventStoreContract,
@@ -37,11 +41,13 @@ from uno.event_storage.testing import (
 )
 from uno.events import (
     NO_STREAM,
+    Direction,
     Event,
     EventRegistry,
     LeaseStore,
     NewEvent,
     RecordedEvent,
+    Snapshot,
     StreamAppend,
     TransactionalEventStore,
 )
@@ -700,6 +706,111 @@ async def test_inline_appends_keep_the_wal_checkpointed(db: Path, registry: Even
     assert largest < 1.6 * _CHECKPOINT_PAGES * frame
     assert autocheckpoint == 0
     assert query(db, "SELECT count(*) FROM uno_events") == [(appends,)]
+
+
+# -- small reads on the event loop -----------------------------------------------------
+
+
+def read_by_thread(store: SQLiteEventStore) -> int:
+    """Count the reads sent to the reader threads so far: an inline read sends none."""
+    return store._readers.sent
+
+
+async def test_small_reads_run_on_the_event_loop_without_the_reader_threads(
+    db: Path, registry: EventRegistry
+) -> None:
+    async with await open_store(db, registry) as store:
+        await store.append("s", deposits(10))
+        await store.save_snapshot(
+            Snapshot(stream_id="s", stream_version=10, state=MoneyDeposited(amount=45))
+        )
+        await store.save_checkpoint("c", 7)
+        await store.set_stream_metadata("s", {"owner": "ann"})
+        before = read_by_thread(store)
+        assert [e.stream_version for e in await store.read_stream("s")] == list(range(1, 11))
+        assert [e.data for e in await store.read_stream("s", limit=2)] == [
+            MoneyDeposited(amount=0),
+            MoneyDeposited(amount=1),
+        ]
+        assert await store.stream_version("s") == 10
+        assert await store.log_position() == 10
+        assert await store.load_checkpoint("c") == 7
+        assert await store.get_stream_metadata("s") == {"owner": "ann"}
+        snapshot = await store.load_snapshot("s")
+        assert snapshot is not None
+        assert snapshot.state == MoneyDeposited(amount=45)
+        assert read_by_thread(store) == before
+        assert len([e async for e in store.read_all()]) == 10  # a page: on a thread
+        assert read_by_thread(store) > before
+
+
+async def test_without_inline_reads_every_read_goes_to_a_reader_thread(
+    db: Path, registry: EventRegistry
+) -> None:
+    async with await open_store(db, registry, inline_reads=False) as store:
+        await store.append("s", deposits(3))
+        before = read_by_thread(store)
+        assert len(await store.read_stream("s")) == 3
+        assert await store.stream_version("s") == 3
+        assert read_by_thread(store) == before + 2
+
+
+async def test_a_deleted_stream_read_inline_raises(db: Path, registry: EventRegistry) -> None:
+    async with await open_store(db, registry) as store:
+        await store.append("s", deposits(2))
+        await store.delete_stream("s")
+        with pytest.raises(StreamDeleted):
+            await store.read_stream("s")
+
+
+async def test_a_long_stream_is_read_whole_in_two_parts(db: Path, registry: EventRegistry) -> None:
+    length = INLINE_ROWS * 2 + 5
+    async with await open_store(db, registry) as store:
+        await store.append("s", deposits(length))
+        before = read_by_thread(store)
+        events = await store.read_stream("s")
+        assert [e.data for e in events] == [MoneyDeposited(amount=n) for n in range(length)]
+        assert read_by_thread(store) == before + 1  # the part after the first INLINE_ROWS
+        backwards = await store.read_stream("s", direction=Direction.BACKWARDS)
+        assert [e.stream_version for e in backwards] == list(range(length, 0, -1))
+
+
+def test_read_stream_returns_the_slice_its_arguments_name(
+    tmp_path: Path, registry: EventRegistry
+) -> None:
+    # Around INLINE_ROWS, where a read is split between the loop and a reader thread.
+    length = INLINE_ROWS * 2 + 3
+    with asyncio.Runner() as runner:
+        store = runner.run(open_store(tmp_path / "long.db", registry))
+        try:
+            runner.run(store.append("long", deposits(length)))
+
+            @settings(max_examples=80, deadline=None)
+            @given(
+                from_version=st.none() | st.integers(min_value=0, max_value=length + 3),
+                backwards=st.booleans(),
+                limit=st.none() | st.integers(min_value=0, max_value=length + 3),
+            )
+            def check(from_version: int | None, backwards: bool, limit: int | None) -> None:
+                if backwards:
+                    start = length if from_version is None else from_version
+                    expected = list(range(min(start, length), 0, -1))
+                else:
+                    start = 1 if from_version is None else max(from_version, 1)
+                    expected = list(range(start, length + 1))
+                if limit is not None:
+                    expected = expected[:limit]
+                direction = Direction.BACKWARDS if backwards else Direction.FORWARDS
+                events = runner.run(
+                    store.read_stream(
+                        "long", from_version=from_version, direction=direction, limit=limit
+                    )
+                )
+                assert [e.stream_version for e in events] == expected
+
+            check()
+        finally:
+            runner.run(store.close())
 
 
 # -- lag and leases -----------------------------------------------------------------

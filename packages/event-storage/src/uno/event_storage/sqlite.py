@@ -4,9 +4,10 @@ One file in WAL mode. All writes go through one writer connection, so writes
 are serialised in this process and ``BEGIN IMMEDIATE`` serialises them with
 other processes; global positions therefore follow commit order. A dedicated
 thread owns the writer connection and takes work from a queue; reads run in
-parallel on reader threads, each owning a connection. A caller awaits an
-asyncio future that the owning thread resolves. The backend runs on asyncio
-(anyio's asyncio backend), not trio.
+parallel on reader threads, each owning a connection, except small ones,
+which run on a reader connection of the event loop's (``inline_reads``). A
+caller awaits an asyncio future that the owning thread resolves. The backend
+runs on asyncio (anyio's asyncio backend), not trio.
 
 The inline fast path: a small append (up to ``inline_events`` events, 128 by
 default, and 256 KiB encoded) runs on the event loop's thread, skipping the
@@ -84,6 +85,20 @@ from uno.event_storage._core import (
     TransactionScope,
 )
 from uno.event_storage._memory_leases import InMemoryLeaseStore
+from uno.event_storage._sqlite_connections import (
+    INLINE_MAX_BYTES,
+    INLINE_TURN,
+    SYNCHRONOUS_MODES,
+    ConnectionThreads,
+    HandOff,
+    InlineReader,
+    T,
+    Writer,
+    appending,
+    encoded_size,
+    in_savepoint,
+    in_write_transaction,
+)
 from uno.event_storage._sqlite_schema import SCHEMA_VERSION, SQLiteSchema, Tip, recorded_now
 from uno.event_storage.exceptions import (
     SchemaNotMigrated,
@@ -92,21 +107,10 @@ from uno.event_storage.exceptions import (
 )
 from uno.events import AppendResult, EventRegistry, ExpectedVersion, Serializer
 
-__all__ = ["SQLiteEventStore", "SQLiteTransaction"]
+__all__ = ["INLINE_ROWS", "SQLiteEventStore", "SQLiteTransaction"]
 
-from uno.event_storage._sqlite_connections import (
-    INLINE_MAX_BYTES,
-    INLINE_TURN,
-    SYNCHRONOUS_MODES,
-    ConnectionThreads,
-    HandOff,
-    T,
-    Writer,
-    appending,
-    encoded_size,
-    in_savepoint,
-    in_write_transaction,
-)
+INLINE_ROWS = 128
+"""Events of a ``read_stream`` read on the event loop; any more come from a reader thread."""
 
 
 class _SQLiteAccess(EventStoreBase):
@@ -123,6 +127,10 @@ class _SQLiteAccess(EventStoreBase):
     @abc.abstractmethod
     async def _reading(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` on a connection that sees what is committed (or this transaction)."""
+
+    async def _reading_small(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Like ``_reading``, for a read of a few rows found through an index."""
+        return await self._reading(fn)
 
     async def _read_stream(
         self, stream_id: str, from_version: int | None, backwards: bool, limit: int | None
@@ -153,7 +161,7 @@ class _SQLiteAccess(EventStoreBase):
 
     async def _log_position(self) -> int:
         sql = self._sql
-        return await self._reading(sql.log_position)
+        return await self._reading_small(sql.log_position)
 
     async def _count_events(
         self,
@@ -171,7 +179,7 @@ class _SQLiteAccess(EventStoreBase):
 
     async def _stream_version(self, stream_id: str) -> int:
         sql = self._sql
-        return await self._reading(lambda c: sql.stream_version(c, stream_id))
+        return await self._reading_small(lambda c: sql.stream_version(c, stream_id))
 
     async def _delete_stream(self, stream_id: str, hard: bool, expected: ExpectedVersion) -> None:
         sql = self._sql
@@ -179,7 +187,7 @@ class _SQLiteAccess(EventStoreBase):
 
     async def _get_stream_metadata(self, stream_id: str) -> bytes | None:
         sql = self._sql
-        return await self._reading(lambda c: sql.get_stream_metadata(c, stream_id))
+        return await self._reading_small(lambda c: sql.get_stream_metadata(c, stream_id))
 
     async def _set_stream_metadata(self, stream_id: str, metadata: bytes) -> None:
         sql = self._sql
@@ -200,11 +208,11 @@ class _SQLiteAccess(EventStoreBase):
         self, stream_id: str, at_or_below: int | None
     ) -> tuple[int, str, int, bytes] | None:
         sql = self._sql
-        return await self._reading(lambda c: sql.load_snapshot(c, stream_id, at_or_below))
+        return await self._reading_small(lambda c: sql.load_snapshot(c, stream_id, at_or_below))
 
     async def _load_checkpoint(self, consumer: str) -> int | None:
         sql = self._sql
-        return await self._reading(lambda c: sql.load_checkpoint(c, consumer))
+        return await self._reading_small(lambda c: sql.load_checkpoint(c, consumer))
 
     async def _save_checkpoint(self, consumer: str, position: int) -> None:
         sql = self._sql
@@ -239,6 +247,13 @@ class SQLiteEventStore(_SQLiteAccess):
             loop when the writer is idle (see the module's documentation; at
             most 256 KiB encoded too). ``0`` sends every write to the writer
             thread, as ``synchronous="FULL"`` or ``"EXTRA"`` always does.
+        inline_reads: Run small reads on the event loop, on a connection of
+            its own that never waits for a lock: the first ``INLINE_ROWS``
+            (128) events of a ``read_stream``, and ``load_snapshot``,
+            ``load_checkpoint``, ``stream_version``, ``log_position`` and
+            stream metadata. The rest of a longer stream, ``read_all`` and
+            ``count_events`` run on the reader threads, as everything does
+            with ``False``.
     """
 
     def __init__(
@@ -256,6 +271,7 @@ class SQLiteEventStore(_SQLiteAccess):
         table_prefix: str = "uno_",
         scan_window: int = 10_000,
         inline_events: int = 128,
+        inline_reads: bool = True,
     ) -> None:
         super().__init__(
             registry,
@@ -299,6 +315,10 @@ class SQLiteEventStore(_SQLiteAccess):
             threads=readers,
             name="uno-sqlite-reader",
         )
+        self._inline_reader = InlineReader(
+            lambda: self._connect(writer=False, any_thread=True), self._unavailable
+        )
+        self._inline_reader.closed = not inline_reads
 
     @classmethod
     async def from_url(cls, url: str, *, registry: EventRegistry, **options: Any) -> Self:
@@ -324,6 +344,7 @@ class SQLiteEventStore(_SQLiteAccess):
             return
         self._writer.stop()
         self._readers.stop()
+        self._inline_reader.close()
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(self._join)
 
@@ -471,14 +492,47 @@ class SQLiteEventStore(_SQLiteAccess):
             await self._require_schema()
         return await self._readers.run(fn)
 
-    def _connect(self, *, writer: bool) -> sqlite3.Connection:
+    async def _reading_small(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if not self._schema_ready:
+            await self._require_schema()
+        reader = self._inline_reader
+        if not reader.closed:
+            if time.monotonic() >= self._turn_ends:  # as for inline appends
+                await asyncio.sleep(0)
+                self._turn_ends = time.monotonic() + INLINE_TURN
+            result = reader.try_read(fn)
+            if not isinstance(result, HandOff):
+                return result
+        return await self._readers.run(fn)
+
+    async def _read_stream(
+        self, stream_id: str, from_version: int | None, backwards: bool, limit: int | None
+    ) -> list[Row]:
+        # The first INLINE_ROWS events on the loop (most streams end there), the rest on
+        # a reader thread. The two reads may see different moments: events appended
+        # between them come along, and a deletion between them raises StreamDeleted.
+        sql = self._sql
+        first = INLINE_ROWS if limit is None else min(limit, INLINE_ROWS)
+        rows = await self._reading_small(
+            lambda c: sql.read_stream(c, stream_id, from_version, backwards, first)
+        )
+        if len(rows) < first or (limit is not None and limit <= INLINE_ROWS):
+            return rows
+        after = rows[-1].stream_version + (-1 if backwards else 1)
+        rest = None if limit is None else limit - len(rows)
+        return rows + await self._reading(
+            lambda c: sql.read_stream(c, stream_id, after, backwards, rest)
+        )
+
+    def _connect(self, *, writer: bool, any_thread: bool = False) -> sqlite3.Connection:
         inline = writer and self._inline_events > 0
         connection = sqlite3.connect(
             self.path,
             timeout=self._busy_timeout,
             isolation_level=None,
             cached_statements=256,
-            check_same_thread=not inline,  # the inline path uses it from the loop's thread
+            # The inline append uses the writer from the loop's thread.
+            check_same_thread=not (inline or any_thread),
         )
         try:
             if writer:
