@@ -23,7 +23,6 @@ _lock = threading.Lock()
 _new_object = object.__new__
 _set_attribute = object.__setattr__
 _getrandbits = _random.getrandbits
-_time_ns = time.time_ns
 _UNKNOWN = SafeUUID.unknown
 _FIXED_BITS = 0x7 << 76 | 0b10 << 62  # the version (7) and the variant (RFC 9562)
 _last_ms = -1
@@ -42,7 +41,7 @@ def uuid7() -> UUID:
     global _last_ms, _counter, _high  # noqa: PLW0603 - one process-wide sequence, guarded by _lock
     random_tail = _getrandbits(_RANDOM_BITS)
     with _lock:
-        now_ms = _time_ns() // 1_000_000
+        now_ms = time.time_ns() // 1_000_000
         if now_ms > _last_ms:
             _last_ms = now_ms
             _high = (now_ms & 0xFFFF_FFFF_FFFF) << 80 | _FIXED_BITS
