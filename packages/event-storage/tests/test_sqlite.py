@@ -691,7 +691,7 @@ async def test_a_commit_by_another_connection_sends_the_next_append_to_the_write
 
 async def test_inline_appends_keep_the_wal_checkpointed(db: Path, registry: EventRegistry) -> None:
     largest = 0
-    appends = _CHECKPOINT_PAGES  # each writes 3 pages or more: 3 checkpoints' worth
+    appends = 2 * _CHECKPOINT_PAGES  # each writes 3 pages or more: 6 checkpoints' worth
     async with await open_store(db, registry) as store:
         before = handed_off(store)
         for n in range(appends):
@@ -701,9 +701,10 @@ async def test_inline_appends_keep_the_wal_checkpointed(db: Path, registry: Even
         autocheckpoint = await store._writer.run(
             lambda c: c.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
         )
-    # Unchecked, the WAL would hold more than 3 * _CHECKPOINT_PAGES frames of 4 KiB.
+    # Unchecked, the WAL would hold more than 6 * _CHECKPOINT_PAGES frames of 4 KiB. Checked,
+    # it grows past _CHECKPOINT_PAGES by what the loop appends while a checkpoint runs.
     frame = 4096 + 24
-    assert largest < 1.6 * _CHECKPOINT_PAGES * frame
+    assert largest < 2.5 * _CHECKPOINT_PAGES * frame
     assert autocheckpoint == 0
     assert query(db, "SELECT count(*) FROM uno_events") == [(appends,)]
 
