@@ -279,11 +279,12 @@ BEGIN
             RAISE EXCEPTION USING ERRCODE = '{transaction_order_conflict}', MESSAGE = p_stream;
         END IF;
 
+        -- The same INSERT twice: ON CONFLICT cannot be switched on by a value.
         IF p_alone THEN
             -- A stored id raises unique_violation: the caller calls again.
             INSERT INTO {events} AS e (global_position, stream_id, stream_version, event_id,
                                        event_type, event_version, data, metadata)
-            SELECT base + u.ord - 1, p_stream, current_version + u.ord::integer, u.id,
+            SELECT base + seq + u.ord - 1, p_stream, current_version + u.ord::integer, u.id,
                    u.type, u.version, u.data, u.metadata
               FROM unnest(p_ids, p_types, p_versions, p_data, p_metadata)
                    WITH ORDINALITY AS u(id, type, version, data, metadata, ord);

@@ -127,11 +127,14 @@ class InlineReader:
         self,
         connect: Callable[[], sqlite3.Connection],
         translate: Callable[[sqlite3.Error], Exception],
+        *,
+        enabled: bool = True,
     ) -> None:
         self._connect = connect
         self._translate = translate
         self._connection: sqlite3.Connection | None = None
-        self.closed = False
+        self.closed = not enabled
+        """Every read goes to the threads: disabled, or the store closed."""
 
     def try_read(self, fn: Callable[[sqlite3.Connection], T]) -> T | HandOff:
         """Run ``fn`` on the loop's connection, or return ``HandOff`` if it would wait.

@@ -316,9 +316,10 @@ class SQLiteEventStore(_SQLiteAccess):
             name="uno-sqlite-reader",
         )
         self._inline_reader = InlineReader(
-            lambda: self._connect(writer=False, any_thread=True), self._unavailable
+            lambda: self._connect(writer=False, any_thread=True),
+            self._unavailable,
+            enabled=inline_reads,
         )
-        self._inline_reader.closed = not inline_reads
 
     @classmethod
     async def from_url(cls, url: str, *, registry: EventRegistry, **options: Any) -> Self:
@@ -471,11 +472,8 @@ class SQLiteEventStore(_SQLiteAccess):
             return sql.append(connection, appends, now, look_up_ids=True)
 
         if count <= self._inline_events and size <= INLINE_MAX_BYTES:
-            # An inline append does not wait, so a loop of them would never let
-            # other tasks run: every INLINE_TURN, give them a turn first.
             if time.monotonic() >= self._turn_ends:
-                await asyncio.sleep(0)
-                self._turn_ends = time.monotonic() + INLINE_TURN
+                await self._give_others_a_turn()
             results = writer.try_inline(first, retry, size)
             if not isinstance(results, HandOff):
                 return results
@@ -497,13 +495,22 @@ class SQLiteEventStore(_SQLiteAccess):
             await self._require_schema()
         reader = self._inline_reader
         if not reader.closed:
-            if time.monotonic() >= self._turn_ends:  # as for inline appends
-                await asyncio.sleep(0)
-                self._turn_ends = time.monotonic() + INLINE_TURN
+            if time.monotonic() >= self._turn_ends:
+                await self._give_others_a_turn()
             result = reader.try_read(fn)
             if not isinstance(result, HandOff):
                 return result
         return await self._readers.run(fn)
+
+    async def _give_others_a_turn(self) -> None:
+        """Let other tasks run, once every ``INLINE_TURN`` of inline work.
+
+        Inline appends and reads never wait, so a loop of them would never let
+        other tasks run. (The callers check ``_turn_ends`` themselves, to skip
+        this call when no turn is due.)
+        """
+        await asyncio.sleep(0)
+        self._turn_ends = time.monotonic() + INLINE_TURN
 
     async def _read_stream(
         self, stream_id: str, from_version: int | None, backwards: bool, limit: int | None
@@ -516,7 +523,7 @@ class SQLiteEventStore(_SQLiteAccess):
         rows = await self._reading_small(
             lambda c: sql.read_stream(c, stream_id, from_version, backwards, first)
         )
-        if len(rows) < first or (limit is not None and limit <= INLINE_ROWS):
+        if len(rows) < first or first == limit:  # the stream, or the limit, ends here
             return rows
         after = rows[-1].stream_version + (-1 if backwards else 1)
         rest = None if limit is None else limit - len(rows)
