@@ -30,24 +30,30 @@ __all__ = ["EventsourcingSQLite", "RawSQLite", "ThreadHandOff"]
 
 _NORMAL = 1  # what PRAGMA synchronous reads for NORMAL
 
-# The table uno's migration creates, with the same keys, written by hand:
-# the position is SQLite's rowid, assigned on insert.
-_CREATE = """
+# The table uno's migrations create, with the same keys, written by hand: the
+# position is SQLite's rowid, assigned on insert, and only ids a caller chose
+# are in the unique index. These events have none, as uno's have not: their
+# ids are uuid7s, marked as assigned, so no unique index holds them.
+_CREATE = (
+    """
 CREATE TABLE events (
     position INTEGER PRIMARY KEY,
     stream_id TEXT NOT NULL,
     stream_version INTEGER NOT NULL,
-    event_id BLOB NOT NULL UNIQUE,
+    event_id BLOB NOT NULL,
+    id_assigned INTEGER NOT NULL,
     event_type TEXT NOT NULL,
     event_version INTEGER NOT NULL,
     data BLOB NOT NULL,
     metadata BLOB NOT NULL,
     recorded_at INTEGER NOT NULL,
     UNIQUE (stream_id, stream_version)
-)"""
+)""",
+    "CREATE UNIQUE INDEX events_chosen_id ON events (event_id) WHERE id_assigned = 0",
+)
 _INSERT = (
-    "INSERT INTO events (stream_id, stream_version, event_id, event_type, event_version, "
-    "data, metadata, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO events (stream_id, stream_version, event_id, id_assigned, event_type, "
+    "event_version, data, metadata, recorded_at) VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?)"
 )
 
 
@@ -111,7 +117,8 @@ class RawSQLite:
         self._connection = sqlite3.connect(directory / "raw.db", isolation_level=None)
         self._connection.execute("PRAGMA journal_mode=WAL")
         self._connection.execute("PRAGMA synchronous=NORMAL")
-        self._connection.execute(_CREATE)
+        for statement in _CREATE:
+            self._connection.execute(statement)
         self._payloads = workload.payloads
 
     def close(self) -> None:

@@ -9,8 +9,10 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import closing
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from uuid import RFC_4122, UUID
 
 import anyio
 import anyio.lowlevel
@@ -20,6 +22,8 @@ from hypothesis import strategies as st
 
 from uno.event_storage import open_event_store
 from uno.event_storage._sqlite_connections import _CHECKPOINT_PAGES
+from uno.event_storage._sqlite_ids import assigned_id, assigned_position, id_base, salt_from_bytes
+from uno.event_storage._sqlite_schema import MIGRATIONS
 from uno.event_storage._subscription import Notifier
 from uno.event_storage.exceptions import (
     DuplicateEventId,
@@ -50,6 +54,7 @@ from uno.events import (
     Snapshot,
     StreamAppend,
     TransactionalEventStore,
+    uuid7,
 )
 from uno.events.exceptions import EventDecodeError
 
@@ -106,7 +111,7 @@ async def test_migrations_are_recorded_once(db: Path, registry: EventRegistry) -
         await store.migrate()
         await store.migrate()
     versions = query(db, "SELECT version FROM uno_schema_migrations")
-    assert versions == [(1,)]
+    assert versions == [(1,), (2,)]
     tables = {name for (name,) in query(db, "SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"uno_events", "uno_streams", "uno_snapshots", "uno_checkpoints"} <= tables
     assert query(db, "PRAGMA journal_mode") == [("wal",)]
@@ -125,7 +130,7 @@ async def test_two_stores_migrating_one_file_at_once_both_succeed(
     finally:
         for store in stores:
             await store.close()
-    assert query(db, "SELECT version FROM uno_schema_migrations") == [(1,)]
+    assert query(db, "SELECT version FROM uno_schema_migrations") == [(1,), (2,)]
 
 
 async def test_an_unmigrated_file_raises_schema_not_migrated_until_migrated(
@@ -134,7 +139,7 @@ async def test_an_unmigrated_file_raises_schema_not_migrated_until_migrated(
     async with await open_store(db, registry, auto_migrate=False) as store:
         with pytest.raises(SchemaNotMigrated) as info:
             await store.append("s", deposits(1))
-        assert (info.value.have, info.value.want, info.value.where) == (0, 1, str(db))
+        assert (info.value.have, info.value.want, info.value.where) == (0, 2, str(db))
         with pytest.raises(SchemaNotMigrated):
             await store.read_stream("s")
         with pytest.raises(SchemaNotMigrated):
@@ -162,6 +167,119 @@ async def test_a_schema_newer_than_this_code_is_refused(db: Path, registry: Even
         await open_store(db, registry)
     with pytest.raises(SchemaError, match="newer"):
         await open_store(db, registry, auto_migrate=False)
+
+
+async def test_a_version_1_file_is_upgraded_keeping_its_events_and_their_ids(
+    db: Path, registry: EventRegistry
+) -> None:
+    # Version 1 indexed every id; version 2 rebuilds the table so that only
+    # ids callers chose are indexed. Every id stored before counts as chosen.
+    old_ids = [uuid7() for _ in range(3)]
+    with closing(sqlite3.connect(db, isolation_level=None)) as connection:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute(
+            "CREATE TABLE uno_schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT)"
+        )
+        for statement in MIGRATIONS[0].statements:
+            connection.execute(statement.format(p="uno_"))
+        connection.execute("INSERT INTO uno_schema_migrations VALUES (1, 'an older release')")
+        for n, event_id in enumerate(old_ids, start=1):
+            connection.execute(
+                "INSERT INTO uno_events VALUES (?, 'old', ?, ?, ?, 1, ?, x'', ?)",
+                (n, n, event_id.bytes, "uno_contract.MoneyDeposited", b'{"amount":%d}' % n, n),
+            )
+        connection.execute("COMMIT")
+    async with await open_store(db, registry) as store:
+        events = await store.read_stream("old")
+        assert [(e.event_id, e.data) for e in events] == [
+            (i, MoneyDeposited(amount=n)) for n, i in enumerate(old_ids, start=1)
+        ]
+        again = await store.append("old", [NewEvent(data=events[1].data, event_id=old_ids[1])])
+        assert (again.stream_version, again.global_position) == (2, 2)
+        with pytest.raises(DuplicateEventId):
+            await store.append("new", [NewEvent(data=events[0].data, event_id=old_ids[0])])
+        later = await store.append("old", [MoneyDeposited(amount=4)], expected_version=3)
+        assert (later.stream_version, later.global_position) == (4, 4)
+    assert query(db, "SELECT version FROM uno_schema_migrations") == [(1,), (2,)]
+    assert query(db, "SELECT id_assigned FROM uno_events ORDER BY position") == [
+        (0,),
+        (0,),
+        (0,),
+        (1,),
+    ]
+
+
+async def test_ids_the_store_assigns_carry_their_position_and_skip_the_index(
+    tmp_path: Path, registry: EventRegistry
+) -> None:
+    ids = {}
+    for name in ("one", "two"):
+        db = tmp_path / f"{name}.db"
+        async with await open_store(db, registry) as store:
+            await store.append("s", [MoneyDeposited(amount=1), MoneyDeposited(amount=2)])
+            await store.append("s", [NewEvent(data=MoneyDeposited(amount=3))])
+            events = await store.read_stream("s")
+        ids[name] = [e.event_id for e in events]
+        assert query(db, "SELECT id_assigned FROM uno_events ORDER BY position") == [
+            (1,),
+            (1,),
+            (0,),
+        ]
+        # Only the chosen id is in the unique index.
+        indexed = query(
+            db,
+            "SELECT count(*) FROM uno_events INDEXED BY uno_events_chosen_id WHERE id_assigned = 0",
+        )
+        assert indexed == [(1,)]
+        for event in events[:2]:
+            assert event.event_id.version == 7
+            # The id's time is the millisecond the event was recorded.
+            since_epoch = event.recorded_at - datetime(1970, 1, 1, tzinfo=UTC)
+            assert event.event_id.int >> 80 == since_epoch // timedelta(milliseconds=1)
+    # Two databases number their events alike, but their salts make the ids differ.
+    assert not set(ids["one"]) & set(ids["two"])
+
+
+async def test_a_chosen_id_that_decodes_to_a_stored_position_is_no_duplicate(
+    db: Path, registry: EventRegistry
+) -> None:
+    async with await open_store(db, registry) as store:
+        await store.append("s", [MoneyDeposited(amount=1)])
+        (stored,) = await store.read_stream("s")
+        # Same position bits, another millisecond: it decodes to position 1,
+        # whose row holds a different id, so it is a new event.
+        lookalike = UUID(int=stored.event_id.int ^ (1 << 100))
+        result = await store.append(
+            "t", [NewEvent(data=MoneyDeposited(amount=2), event_id=lookalike)]
+        )
+        assert (result.stream_version, result.global_position) == (1, 2)
+        retry = await store.append(
+            "t", [NewEvent(data=MoneyDeposited(amount=2), event_id=lookalike)]
+        )
+        assert retry == result
+        assert [e.event_id for e in await store.read_stream("t")] == [lookalike]
+        async with store.transaction() as tx:
+            again = await tx.append("s", [NewEvent(data=stored.data, event_id=stored.event_id)])
+        assert (again.stream_version, again.global_position) == (1, 1)
+    assert query(db, "SELECT count(*) FROM uno_events") == [(2,)]
+
+
+@given(
+    position=st.integers(1, 2**63 - 1),
+    recorded_at=st.integers(0, 2**47 * 1000),
+    salt=st.binary(min_size=10, max_size=10),
+    other=st.integers(1, 2**63 - 1),
+)
+def test_an_assigned_id_decodes_to_its_position_and_no_other(
+    position: int, recorded_at: int, salt: bytes, other: int
+) -> None:
+    key = salt_from_bytes(salt)
+    event_id = UUID(bytes=assigned_id(position, id_base(recorded_at), key))
+    assert (event_id.version, event_id.variant) == (7, RFC_4122)
+    assert event_id.int >> 80 == recorded_at // 1000
+    assert assigned_position(event_id, key) == position
+    if other != position:
+        assert assigned_id(other, id_base(recorded_at), key) != event_id.bytes
 
 
 async def test_table_prefix_names_the_tables(db: Path, registry: EventRegistry) -> None:
@@ -913,7 +1031,7 @@ async def test_any_other_write_makes_the_next_inline_append_look_the_state_up(
         # Another connection: its commit sends the next append to the thread, which looks up.
         query(
             db,
-            "INSERT INTO uno_events VALUES (7, 't', 5, randomblob(16), 'x', 1, x'', x'', 0)",
+            "INSERT INTO uno_events VALUES (7, 't', 5, randomblob(16), 0, 'x', 1, x'', x'', 0)",
         )
         with pytest.raises(WrongExpectedVersion):
             await store.append("t", deposits(1), expected_version=4)

@@ -39,7 +39,6 @@ from uno.events import (
     Snapshot,
     StreamAppend,
     StreamState,
-    uuid7,
     validate_stream_id,
 )
 from uno.events.exceptions import (
@@ -68,9 +67,14 @@ _new_tuple = tuple.__new__
 
 
 class PreparedEvent(NamedTuple):
-    """An event validated and encoded, ready to be written."""
+    """An event validated and encoded, ready to be written.
 
-    event_id: UUID
+    ``event_id`` is ``None`` when the caller chose none (it appended an
+    ``Event``, not a ``NewEvent``): the backend assigns one as it writes, so
+    it can never be stored already. SQLite derives it from the position.
+    """
+
+    event_id: UUID | None
     event_type: str
     event_version: int
     data: bytes
@@ -135,7 +139,7 @@ def idempotent_result(
     """
     if not stored:
         return None
-    ids = [event.event_id for event in append.events]
+    ids = [event.event_id for event in append.events]  # None: assigned now, never stored
     if len(stored) == len(ids) and all(s.stream_id == append.stream_id for s in stored.values()):
         last = max(stored.values(), key=lambda s: s.stream_version)
         return AppendResult(
@@ -143,7 +147,7 @@ def idempotent_result(
             stream_version=last.stream_version,
             global_position=last.global_position,
         )
-    raise DuplicateEventId(append.stream_id, [i for i in ids if i in stored])
+    raise DuplicateEventId(append.stream_id, [i for i in ids if i is not None and i in stored])
 
 
 def _positioned(exc: EventDecodeError, row: Sequence[Any]) -> EventDecodeError:
@@ -256,7 +260,7 @@ class EventStoreBase(abc.ABC):
             )
         ids: set[UUID] = set()
         for part in prepared:
-            part_ids = {event.event_id for event in part.events}
+            part_ids = {event.event_id for event in part.events if event.event_id is not None}
             if ids & part_ids:
                 raise DuplicateEventId(part.stream_id, sorted(ids & part_ids))
             ids |= part_ids
@@ -283,7 +287,8 @@ class EventStoreBase(abc.ABC):
         encode = self.serializer.encode
         limit = self.max_event_size
         prepared: list[PreparedEvent] = []
-        # Only ids the caller chose can repeat: those uuid7() makes always increase.
+        event_id: UUID | None
+        # Only ids the caller chose can repeat; the backend assigns the others.
         chosen: set[UUID] | None = None
         for item in events:
             if isinstance(item, NewEvent):
@@ -300,7 +305,7 @@ class EventStoreBase(abc.ABC):
                 else:
                     chosen.add(event_id)
             else:
-                event, event_id, metadata = item, uuid7(), b""
+                event, event_id, metadata = item, None, b""
             data = encode(event)
             cls = type(event)
             if len(data) + len(metadata) > limit:

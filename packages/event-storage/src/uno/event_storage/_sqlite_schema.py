@@ -8,12 +8,14 @@ transaction. Tables (with the default prefix ``uno_``)::
     uno_schema_migrations  version PK, applied_at           one row per applied step
     uno_events             position INTEGER PK                the global log
                            stream_id, stream_version         UNIQUE together
-                           event_id BLOB(16) UNIQUE, event_type, event_version,
+                           event_id BLOB(16), id_assigned (0: the caller's, UNIQUE; 1: ours)
+                           event_type, event_version,
                            data BLOB, metadata BLOB, recorded_at (µs since the epoch, UTC)
     uno_streams            stream_id PK, deleted ('soft' | 'hard' | NULL), metadata (JSON)
     uno_snapshots          (stream_id, version) PK, event_type, event_version, data
     uno_checkpoints        consumer PK, position
     uno_high_water         one row: the last position assigned before events were erased
+    uno_id_salt            one row: the random salt of the ids the store assigns
 
 An append numbers its events itself, after the larger of the last stored
 position and the high-water mark, inside its write transaction. So positions
@@ -23,6 +25,11 @@ reads that position together with the first stream's version and tombstone;
 an inline append that directly follows another one, with no other write in
 between, skips that query (or its position part) and starts from the ``Tip``
 the previous append left.
+
+Event ids a caller chose are kept unique by a partial index; the ids the store
+assigns carry their position (``uno.event_storage._sqlite_ids``) and are found
+by it, so most appends write two B-trees, not three. Schema version 2 made
+that change; version 1 indexed every id.
 """
 
 from __future__ import annotations
@@ -40,6 +47,12 @@ from uno.event_storage._core import (
     StoredId,
     check_expected_version,
     idempotent_result,
+)
+from uno.event_storage._sqlite_ids import (
+    assigned_id,
+    assigned_position,
+    id_base,
+    salt_from_bytes,
 )
 from uno.event_storage.exceptions import SchemaError, StoreConfigurationError, StreamDeleted
 from uno.events import ANY, AppendResult, ExpectedVersion
@@ -116,6 +129,40 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        2,
+        (
+            # Only the ids callers chose stay in a unique index: the events table
+            # is rebuilt without its UNIQUE (event_id), and every id stored so
+            # far counts as chosen, so re-appending any of them is still found.
+            """CREATE TABLE {p}events_v2 (
+                position INTEGER PRIMARY KEY,
+                stream_id TEXT NOT NULL,
+                stream_version INTEGER NOT NULL,
+                event_id BLOB NOT NULL,
+                id_assigned INTEGER NOT NULL,
+                event_type TEXT NOT NULL,
+                event_version INTEGER NOT NULL,
+                data BLOB NOT NULL,
+                metadata BLOB NOT NULL,
+                recorded_at INTEGER NOT NULL,
+                UNIQUE (stream_id, stream_version)
+            )""",
+            """INSERT INTO {p}events_v2 (position, stream_id, stream_version, event_id,
+                id_assigned, event_type, event_version, data, metadata, recorded_at)
+            SELECT position, stream_id, stream_version, event_id, 0, event_type,
+                event_version, data, metadata, recorded_at
+            FROM {p}events ORDER BY position""",
+            "DROP TABLE {p}events",
+            "ALTER TABLE {p}events_v2 RENAME TO {p}events",
+            "CREATE UNIQUE INDEX {p}events_chosen_id ON {p}events (event_id) WHERE id_assigned = 0",
+            """CREATE TABLE {p}id_salt (
+                id INTEGER PRIMARY KEY CHECK (id = 1),
+                salt BLOB NOT NULL
+            )""",
+            "INSERT INTO {p}id_salt (id, salt) VALUES (1, randomblob(10))",
+        ),
+    ),
 )
 """Every schema step, oldest first. Append new steps; never edit a released one."""
 
@@ -124,12 +171,12 @@ SCHEMA_VERSION = MIGRATIONS[-1].version
 
 # Statement templates: {p} is the table prefix, {columns} the columns of a Row.
 _INSERT = (
-    "INSERT INTO {p}events (position, stream_id, stream_version, event_id, event_type, "
-    "event_version, data, metadata, recorded_at) VALUES "
+    "INSERT INTO {p}events (position, stream_id, stream_version, event_id, id_assigned, "
+    "event_type, event_version, data, metadata, recorded_at) VALUES "
 )
-_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
-_ROW_VALUES = 9
-_MOST_ROWS = 64  # rows per INSERT: 576 parameters, within the 999 of older SQLite builds
+_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_ROW_VALUES = 10
+_MOST_ROWS = 64  # rows per INSERT: 640 parameters, within the 999 of older SQLite builds
 _STATE = (
     "SELECT (SELECT max(stream_version) FROM {p}events WHERE stream_id = ?1), "
     "(SELECT deleted FROM {p}streams WHERE stream_id = ?1)"
@@ -188,8 +235,14 @@ _SAVE_CHECKPOINT = (
     "ON CONFLICT (consumer) DO UPDATE SET position = excluded.position"
 )
 _STORED_IDS = (
-    "SELECT event_id, stream_id, stream_version, position FROM {p}events WHERE event_id IN "
+    "SELECT event_id, stream_id, stream_version, position FROM {p}events "
+    "WHERE id_assigned = 0 AND event_id IN "
 )
+_ASSIGNED_IDS = (
+    "SELECT event_id, stream_id, stream_version, position FROM {p}events "
+    "WHERE id_assigned = 1 AND position IN "
+)
+_ID_SALT = "SELECT salt FROM {p}id_salt WHERE id = 1"
 _VERSION = "SELECT coalesce(max(version), 0) FROM {p}schema_migrations"
 _CREATE_MIGRATIONS = (
     "CREATE TABLE IF NOT EXISTS {p}schema_migrations "
@@ -258,6 +311,9 @@ class SQLiteSchema:
         self._load_checkpoint = statement(_LOAD_CHECKPOINT)
         self._save_checkpoint = statement(_SAVE_CHECKPOINT)
         self._stored_ids = statement(_STORED_IDS)
+        self._assigned_ids = statement(_ASSIGNED_IDS)
+        self._id_salt_query = statement(_ID_SALT)
+        self._id_salt: int | None = None  # read by migrate() or ready()
         self._version = statement(_VERSION)
         self._create_migrations = statement(_CREATE_MIGRATIONS)
         self._record_migration = statement(_RECORD_MIGRATION)
@@ -274,6 +330,17 @@ class SQLiteSchema:
             return 0
         (version,) = connection.execute(self._version).fetchone()
         return int(version)
+
+    def ready(self, connection: sqlite3.Connection) -> int:
+        """Return the stored schema version; when it is current, get ready to append."""
+        have = self.version(connection)
+        if have == SCHEMA_VERSION:
+            self._load_id_salt(connection)
+        return have
+
+    def _load_id_salt(self, connection: sqlite3.Connection) -> None:
+        (raw,) = connection.execute(self._id_salt_query).fetchone()
+        self._id_salt = salt_from_bytes(raw)
 
     def check_version(self, have: int) -> None:
         """Raise ``SchemaError`` if the database is newer than this code."""
@@ -298,6 +365,7 @@ class SQLiteSchema:
             for statement in step.statements:
                 connection.execute(statement.format(p=self.prefix))
             connection.execute(self._record_migration, (step.version, now.isoformat()))
+        self._load_id_salt(connection)
 
     # -- appending -------------------------------------------------------------
 
@@ -396,8 +464,11 @@ class SQLiteSchema:
         look_up_ids: bool,
     ) -> AppendResult:
         stream_id = append.stream_id
+        salt = self._id_salt
+        if salt is None:
+            raise SchemaError("The SQLite store appended before its schema was read: a bug in uno")
         if look_up_ids:
-            done = idempotent_result(append, self._stored(connection, append))
+            done = idempotent_result(append, self._stored(connection, append, salt))
             if done is not None:
                 return done
         expected = append.expected_version
@@ -412,12 +483,23 @@ class SQLiteSchema:
         events = append.events
         count = len(events)
         values: list[object] = []
+        base = id_base(recorded_at)
         for offset, event in enumerate(events, start=1):
+            position, event_id = last_position + offset, event.event_id
+            if event_id is None:
+                id_bytes, assigned = assigned_id(position, base, salt), 1
+            else:
+                # The unique index holds chosen ids only: one that may be an id
+                # this store assigned is looked up by its position instead.
+                if not look_up_ids and _maybe_assigned(event_id, salt, last_position):
+                    raise Recheck
+                id_bytes, assigned = event_id.bytes, 0
             values += (
-                last_position + offset,
+                position,
                 stream_id,
                 current + offset,
-                event.event_id.bytes,
+                id_bytes,
+                assigned,
                 event.event_type,
                 event.event_version,
                 event.data,
@@ -452,15 +534,21 @@ class SQLiteSchema:
             start = stop
 
     def _stored(
-        self, connection: sqlite3.Connection, append: PreparedAppend
+        self, connection: sqlite3.Connection, append: PreparedAppend, salt: int
     ) -> dict[UUID, StoredId]:
-        ids = [event.event_id.bytes for event in append.events]
+        """Return where the append's ids are stored, whoever chose them first."""
+        wanted = {e.event_id.bytes: e.event_id for e in append.events if e.event_id is not None}
+        if not wanted:
+            return {}
+        positions = [p for i in wanted.values() if (p := assigned_position(i, salt)) is not None]
         found: dict[UUID, StoredId] = {}
-        for start in range(0, len(ids), 500):  # stay under SQLite's bound-parameter limit
-            chunk = ids[start : start + 500]
-            query = f"{self._stored_ids}({', '.join('?' * len(chunk))})"
-            for event_id, stream_id, version, position in connection.execute(query, chunk):
-                found[UUID(bytes=event_id)] = StoredId(stream_id, version, position)
+        for prefix, keys in ((self._stored_ids, list(wanted)), (self._assigned_ids, positions)):
+            for start in range(0, len(keys), 500):  # stay under SQLite's bound-parameter limit
+                chunk = keys[start : start + 500]
+                query = f"{prefix}({', '.join('?' * len(chunk))})"
+                for event_id, stream_id, version, position in connection.execute(query, chunk):
+                    if event_id in wanted:  # a position's row may hold another id
+                        found[wanted[event_id]] = StoredId(stream_id, version, position)
         return found
 
     # -- reading ---------------------------------------------------------------
@@ -617,6 +705,12 @@ class SQLiteSchema:
     def save_checkpoint(self, connection: sqlite3.Connection, consumer: str, position: int) -> None:
         """Store the consumer's checkpoint."""
         connection.execute(self._save_checkpoint, (consumer, position))
+
+
+def _maybe_assigned(event_id: UUID, salt: int, last_position: int) -> bool:
+    """Tell whether ``event_id`` may be the id this store assigned an event stored already."""
+    position = assigned_position(event_id, salt)
+    return position is not None and position <= last_position
 
 
 def _filtered(

@@ -29,7 +29,7 @@ from uno.event_storage._core import (
 )
 from uno.event_storage._memory_leases import InMemoryLeaseStore
 from uno.event_storage.exceptions import StoreConfigurationError, StreamDeleted
-from uno.events import AppendResult, EventRegistry, ExpectedVersion, SystemClock
+from uno.events import AppendResult, EventRegistry, ExpectedVersion, SystemClock, uuid7
 
 __all__ = ["InMemoryEventStore", "InMemoryLeaseStore", "InMemoryTransaction"]
 
@@ -258,7 +258,9 @@ class _InMemoryAccess(EventStoreBase):
         for append in appends:
             found = self._live_stream(append.stream_id)
             stored = {
-                e.event_id: data.ids[e.event_id] for e in append.events if e.event_id in data.ids
+                e.event_id: data.ids[e.event_id]
+                for e in append.events
+                if e.event_id is not None and e.event_id in data.ids
             }
             done = idempotent_result(append, stored)
             if done is not None:
@@ -276,8 +278,9 @@ class _InMemoryAccess(EventStoreBase):
             append, current = plan
             stream = self._writable_stream(append.stream_id)
             for offset, event in enumerate(append.events, start=1):
+                event_id = uuid7() if event.event_id is None else event.event_id
                 row = Row(
-                    event.event_id,
+                    event_id,
                     append.stream_id,
                     current + offset,
                     data.next_position,
@@ -291,11 +294,11 @@ class _InMemoryAccess(EventStoreBase):
                 stream.rows.append(row)
                 data.log.append(row)
                 data.positions.append(row.global_position)
-                data.ids[event.event_id] = StoredId(
+                data.ids[event_id] = StoredId(
                     row.stream_id, row.stream_version, row.global_position
                 )
                 if journal is not None:
-                    journal.ids_added.add(event.event_id)
+                    journal.ids_added.add(event_id)
             last = stream.rows[-1]
             results.append(
                 AppendResult(

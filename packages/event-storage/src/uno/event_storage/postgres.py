@@ -31,6 +31,7 @@ from psycopg.rows import TupleRow
 from uno.event_storage._core import (
     EventStoreBase,
     PreparedAppend,
+    PreparedEvent,
     Row,
     check_expected_version,
 )
@@ -59,6 +60,7 @@ from uno.events import (
     AppendResult,
     EventRegistry,
     ExpectedVersion,
+    uuid7,
 )
 
 __all__ = ["PostgresEventStore", "PostgresLease", "PostgresLeaseStore"]
@@ -447,7 +449,7 @@ class PostgresEventStore(EventStoreBase):
                     append.stream_id,
                     expected if isinstance(expected, int) else None,
                     state,
-                    _BinaryArray(_UUID_OID, [e.event_id.bytes for e in events], width=16),
+                    _BinaryArray(_UUID_OID, _id_bytes(events), width=16),
                     # Event types are ASCII (validate_event_type): the same in every encoding.
                     _BinaryArray(_TEXT_OID, [e.event_type.encode("ascii") for e in events]),
                     _BinaryArray(_INT4_OID, [int4(e.event_version) for e in events], width=4),
@@ -1022,6 +1024,11 @@ def _background(work: Coroutine[Any, Any, None]) -> None:
     task.add_done_callback(_tasks.discard)
 
 
+def _id_bytes(events: list[PreparedEvent]) -> list[bytes]:
+    """Return the events' ids as bytes, with a new uuid7 for each the caller did not choose."""
+    return [uuid7().bytes if e.event_id is None else e.event_id.bytes for e in events]
+
+
 def _reason(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
@@ -1036,7 +1043,8 @@ def _contract_error(exc: psycopg.Error, append: PreparedAppend) -> Exception:
     if state == SQLSTATES["duplicate_event_id"]:
         stored = set(message.split(","))
         return DuplicateEventId(
-            append.stream_id, [e.event_id for e in append.events if str(e.event_id) in stored]
+            append.stream_id,
+            [e.event_id for e in append.events if e.event_id and str(e.event_id) in stored],
         )
     if state == SQLSTATES["stream_deleted"]:
         return StreamDeleted(append.stream_id, hard=message == "hard")

@@ -369,7 +369,7 @@ class SQLiteEventStore(_SQLiteAccess):
         if self._auto_migrate:
             await self.migrate()
             return SCHEMA_VERSION
-        have = await self._writer.run(self._sql.version)
+        have = await self._writer.run(self._sql.ready)
         self._sql.check_version(have)
         self._schema_ready = have == SCHEMA_VERSION
         return have

@@ -262,6 +262,35 @@ class EventStoreContract:
             await store.append("s", [fresh, fresh])
         assert len(await _all(store)) == 1
 
+    async def test_ids_the_store_assigned_are_unique_and_recognised_when_appended_again(
+        self, store: EventStore
+    ) -> None:
+        # Events appended without ids get them from the store; a caller that
+        # reads them back and appends them again (a retry, a copy) is known.
+        await store.append("a", _deposits(3))
+        await store.append("b", _deposits(2))
+        await store.append("a", _deposits(1, 9))
+        stored = await _all(store)
+        assert len({e.event_id for e in stored}) == 6
+        assert all(e.event_id.version == 7 for e in stored)
+        second = stored[1]
+        again = NewEvent(data=second.data, event_id=second.event_id)
+        retry = await store.append("a", [again])
+        assert (retry.stream_version, retry.global_position) == (2, second.global_position)
+        with pytest.raises(DuplicateEventId) as elsewhere:
+            await store.append("b", [again])
+        assert elsewhere.value.event_ids == (second.event_id,)
+        with pytest.raises(DuplicateEventId):
+            await store.append("a", [NewEvent(data=MoneyDeposited(amount=7)), again])
+        with pytest.raises(DuplicateEventId):
+            await store.append_streams(
+                [
+                    StreamAppend(stream_id="c", events=_deposits(1)),
+                    StreamAppend(stream_id="b", events=[again]),
+                ]
+            )
+        assert [e.event_id for e in await _all(store)] == [e.event_id for e in stored]
+
     async def test_one_id_in_two_streams_of_one_append_is_refused_whole(
         self, store: EventStore
     ) -> None:
