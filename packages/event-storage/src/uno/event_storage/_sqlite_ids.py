@@ -21,10 +21,9 @@ from __future__ import annotations
 
 from uuid import UUID
 
-__all__ = ["SALT_BITS", "assigned_id", "assigned_position", "id_base", "salt_from_bytes"]
+__all__ = ["assigned_id", "assigned_position", "id_base", "salt_from_bytes"]
 
-SALT_BITS = 74
-_SALT_MASK = (1 << SALT_BITS) - 1
+_SALT_MASK = (1 << 74) - 1  # the 74 random bits of a UUIDv7
 _RAND_B = (1 << 62) - 1  # the 62 bits after the variant
 _VERSION_VARIANT = (0x7 << 76) | (0b10 << 62)
 _POSITIONS = 1 << 63  # SQLite's INTEGER PRIMARY KEY is a signed 64-bit int

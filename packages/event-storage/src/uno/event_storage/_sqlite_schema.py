@@ -399,6 +399,9 @@ class SQLiteSchema:
             WrongExpectedVersion, DuplicateEventId, StreamDeleted: the appends
                 are refused; roll back what this call may have written.
         """
+        salt = self._id_salt
+        if salt is None:
+            raise SchemaError("The SQLite store appended before its schema was read: a bug in uno")
         results = []
         position = 0
         for n, append in enumerate(appends):
@@ -425,6 +428,7 @@ class SQLiteSchema:
                 recorded_at=recorded_at,
                 last_position=position,
                 look_up_ids=look_up_ids,
+                salt=salt,
             )
             position = max(position, result.global_position)  # a retry assigns nothing
             results.append(result)
@@ -462,11 +466,9 @@ class SQLiteSchema:
         recorded_at: int,
         last_position: int,
         look_up_ids: bool,
+        salt: int,
     ) -> AppendResult:
         stream_id = append.stream_id
-        salt = self._id_salt
-        if salt is None:
-            raise SchemaError("The SQLite store appended before its schema was read: a bug in uno")
         if look_up_ids:
             done = idempotent_result(append, self._stored(connection, append, salt))
             if done is not None:

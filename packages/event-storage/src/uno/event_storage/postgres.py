@@ -1044,7 +1044,11 @@ def _contract_error(exc: psycopg.Error, append: PreparedAppend) -> Exception:
         stored = set(message.split(","))
         return DuplicateEventId(
             append.stream_id,
-            [e.event_id for e in append.events if e.event_id and str(e.event_id) in stored],
+            [
+                e.event_id
+                for e in append.events
+                if e.event_id is not None and str(e.event_id) in stored
+            ],
         )
     if state == SQLSTATES["stream_deleted"]:
         return StreamDeleted(append.stream_id, hard=message == "hard")
