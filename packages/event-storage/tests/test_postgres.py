@@ -23,6 +23,7 @@ from uno.event_storage.exceptions import (
     SchemaNotMigrated,
     StoreConfigurationError,
     StoreUnavailable,
+    StreamDeleted,
     TransactionOrderConflict,
 )
 from uno.event_storage.postgres import PostgresEventStore, PostgresLease
@@ -802,3 +803,184 @@ async def test_a_killed_holder_process_frees_its_lease(
             await anyio.sleep(0.05)
     assert await lease.check()
     await lease.release()
+
+
+@pytest.fixture
+async def coalescing(
+    registry: EventRegistry, schema: str, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[PostgresEventStore, list[int]]]:
+    """A store with one slot for appends, and the sizes of the groups it sends."""
+    sizes: list[int] = []
+    send_group = PostgresEventStore._append_group
+
+    async def counted(self: PostgresEventStore, group: list[Any]) -> list[Any]:
+        sizes.append(len(group))
+        return await send_group(self, group)
+
+    monkeypatch.setattr(PostgresEventStore, "_append_group", counted)
+    store = await open_store(postgres_url, registry, schema, auto_migrate=True, coalesce_after=1)
+    async with store:
+        yield store, sizes
+
+
+@contextlib.asynccontextmanager
+async def _holding(store: PostgresEventStore, stream: str) -> AsyncIterator[anyio.abc.TaskGroup]:
+    """Lock ``stream`` in a transaction of another task for the block; yield a task group.
+
+    Tasks started in the group do not share the transaction's context, so their
+    appends to ``stream`` wait for its lock. The transaction commits on exit.
+    """
+    locked, release = anyio.Event(), anyio.Event()
+
+    async def hold() -> None:
+        async with store.transaction() as tx:
+            await tx.append(stream, [MoneyDeposited(amount=1)])
+            locked.set()
+            await release.wait()
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(hold)
+        await locked.wait()
+        try:
+            yield tasks
+        finally:
+            release.set()
+
+
+async def _queued(store: PostgresEventStore, count: int) -> None:
+    """Wait until ``count`` appends wait in the store's coalescer."""
+    coalescer = store._coalescer
+    assert coalescer is not None
+    with anyio.fail_after(5):
+        while len(coalescer._waiting) < count:  # noqa: ASYNC110 - no event to wait for
+            await anyio.sleep(0.001)
+
+
+@pytest.mark.anyio
+async def test_appends_that_wait_go_together_and_each_gets_its_own_outcome(
+    coalescing: tuple[PostgresEventStore, list[int]],
+) -> None:
+    store, sizes = coalescing
+    await store.append("behind", [MoneyDeposited(amount=1)])
+    await store.append("gone", [MoneyDeposited(amount=1)])
+    await store.delete_stream("gone")
+    stored = NewEvent(data=MoneyDeposited(amount=7))
+    first = await store.append("retried", [stored])
+    twin = NewEvent(data=MoneyDeposited(amount=8))
+    outcomes: dict[str, Any] = {}
+
+    async def run(name: str, stream: str, events: Any, expected: Any = None) -> None:
+        options = {} if expected is None else {"expected_version": expected}
+        try:
+            outcomes[name] = await store.append(stream, events, **options)
+        except Exception as exc:  # the test looks at it
+            outcomes[name] = exc
+
+    async with _holding(store, "other") as outer:
+        async with _holding(store, "held") as tasks:
+            # The one slot waits for the transaction's lock on "held"...
+            tasks.start_soon(run, "first", "held", [MoneyDeposited(amount=2)])
+            await anyio.sleep(0.05)
+            # ...so these wait, and then go in one group.
+            for name, stream, events, expected in [
+                ("wrong", "behind", [MoneyDeposited(amount=2)], 5),
+                ("fine", "fresh", [MoneyDeposited(amount=3), MoneyDeposited(amount=4)], NO_STREAM),
+                ("deleted", "gone", [MoneyDeposited(amount=2)], None),
+                ("retry", "retried", [stored], NO_STREAM),
+                ("twin", "twin-a", [twin], None),
+                ("twin again", "twin-b", [twin], None),
+                ("fine too", "behind", [MoneyDeposited(amount=5)], 1),
+            ]:
+                tasks.start_soon(run, name, stream, events, expected)
+            # The group does not wait for a stream another transaction holds:
+            # that append goes alone, and waits alone.
+            outer.start_soon(run, "busy", "other", [MoneyDeposited(amount=6)], 1)
+            await _queued(store, 8)
+            assert sizes == []
+        assert "fine too" in outcomes
+        assert "busy" not in outcomes
+    assert outcomes["busy"].stream_version == 2
+    assert sizes == [8]
+    assert outcomes["first"].stream_version == 2
+    wrong = outcomes["wrong"]
+    assert isinstance(wrong, WrongExpectedVersion)
+    assert (wrong.expected, wrong.actual) == (5, 1)
+    assert outcomes["fine"].stream_version == 2
+    assert isinstance(outcomes["deleted"], StreamDeleted)
+    assert outcomes["retry"] == first  # handed back, then found stored whole: a no-op
+    assert outcomes["twin"].stream_version == 1
+    assert isinstance(outcomes["twin again"], DuplicateEventId)
+    assert outcomes["fine too"].stream_version == 2
+    # Nothing but what succeeded is stored, each stream in order, the group's
+    # events next to each other in the log.
+    log = [(e.stream_id, e.stream_version) async for e in store.read_all()]
+    assert [(s, v) for s, v in log if s in ("fresh", "behind", "twin-a", "twin-b")] == [
+        ("behind", 1),
+        ("fresh", 1),
+        ("fresh", 2),
+        ("twin-a", 1),
+        ("behind", 2),
+    ]
+    assert await store.read_stream("twin-b") == []
+
+
+@pytest.mark.anyio
+async def test_an_append_cancelled_while_it_waits_writes_nothing(
+    coalescing: tuple[PostgresEventStore, list[int]],
+) -> None:
+    store, sizes = coalescing
+    coalescer = store._coalescer
+    assert coalescer is not None
+    dropped = anyio.CancelScope()
+
+    async def doomed() -> None:
+        with dropped:
+            await store.append("dropped", [MoneyDeposited(amount=4)])
+
+    async with _holding(store, "held") as tasks:
+        tasks.start_soon(store.append, "held", [MoneyDeposited(amount=2)])
+        await anyio.sleep(0.05)
+        tasks.start_soon(store.append, "kept", [MoneyDeposited(amount=3)])
+        tasks.start_soon(doomed)
+        await _queued(store, 2)
+        dropped.cancel()
+        with anyio.fail_after(5):
+            while len(coalescer._waiting) > 1:  # noqa: ASYNC110 - no event to wait for
+                await anyio.sleep(0.001)
+    assert dropped.cancelled_caught
+    assert await store.read_stream("dropped") == []
+    assert [e.stream_version for e in await store.read_stream("kept")] == [1]
+    assert [e.stream_version for e in await store.read_stream("held")] == [1, 2]
+    assert sizes == []  # "kept" went alone: nothing else waited with it
+
+
+@pytest.mark.anyio
+async def test_concurrent_writers_are_coalesced_and_keep_every_stream_in_order(
+    registry: EventRegistry, schema: str, postgres_url: str
+) -> None:
+    async with await open_store(postgres_url, registry, schema, auto_migrate=True) as store:
+        groups = 0
+        send_group = store._append_group
+
+        async def counted(group: list[Any]) -> list[Any]:
+            nonlocal groups
+            groups += 1
+            return await send_group(group)
+
+        store._append_group = counted  # type: ignore[method-assign]
+
+        async def writer(n: int) -> None:
+            for version in range(20):
+                events = [MoneyDeposited(amount=version)]
+                await store.append(f"w{n}", events, expected_version=version)
+
+        async with anyio.create_task_group() as tasks:
+            for n in range(8):
+                tasks.start_soon(writer, n)
+        assert groups > 0
+        events = [e async for e in store.read_all()]
+        assert len(events) == 160
+        for n in range(8):
+            assert [e.stream_version for e in events if e.stream_id == f"w{n}"] == list(
+                range(1, 21)
+            )
