@@ -68,15 +68,7 @@ class Names(NamedTuple):
         """Replace ``{events}``-style placeholders with this store's qualified names."""
         names = {
             n: self.table(n)
-            for n in (
-                "events",
-                "streams",
-                "snapshots",
-                "checkpoints",
-                "migrations",
-                "append",
-                "append_group",
-            )
+            for n in ("events", "streams", "snapshots", "checkpoints", "migrations", "append")
         }
         return template.format(
             schema=f'"{self.schema}"',
@@ -338,106 +330,8 @@ END
 $fn$;
 """
 
-# Version 3 adds a function that makes the appends of several callers in one
-# transaction: one round trip and one commit for all of them (the store
-# coalesces appends that wait while others are on their way). Each append is
-# judged alone: one at the wrong version, or to a deleted stream, is reported
-# and the others go on. It never waits for a stream's lock (another
-# transaction holds it: that append is handed back, to go alone and wait), so
-# a group is never stuck behind a long transaction. Handed back too (status
-# 4): an append some of whose chosen ids are stored already (a retry, or a
-# duplicate: the single-append function tells them apart), and one that the
-# global order would refuse. Statuses: 0 appended, 1 wrong expected version
-# (the stream's version is returned), 2 soft- and 3 hard-deleted, 4 go alone.
-_V3 = """
-CREATE FUNCTION {append_group}(
-    p_streams text[],
-    p_expected integer[],
-    p_states text[],
-    p_counts integer[],
-    p_chosen boolean[],
-    p_ids uuid[],
-    p_types text[],
-    p_versions integer[],
-    p_data bytea[],
-    p_metadata bytea[],
-    OUT statuses integer[],
-    OUT stream_versions integer[],
-    OUT global_positions bigint[]
-) LANGUAGE plpgsql AS $fn$
-DECLARE
-    k integer;
-    n integer;
-    lo integer;
-    hi integer := 0;
-    deleted_as text;
-    current_version integer;
-    last_position bigint;
-    base bigint;
-    seq bigint := 0;
-BEGIN
-    statuses := array_fill(4, ARRAY[cardinality(p_streams)]);
-    stream_versions := array_fill(0, ARRAY[cardinality(p_streams)]);
-    global_positions := array_fill(0::bigint, ARRAY[cardinality(p_streams)]);
-    FOR k IN 1 .. cardinality(p_streams) LOOP
-        n := p_counts[k];
-        lo := hi + 1;
-        hi := hi + n;
-        CONTINUE WHEN NOT pg_try_advisory_xact_lock(hashtextextended(p_streams[k], 7));
-
-        SELECT (SELECT s.deleted FROM {streams} s WHERE s.stream_id = p_streams[k]),
-               last.stream_version, last.global_position
-          INTO deleted_as, current_version, last_position
-          FROM (SELECT 1) AS one
-          LEFT JOIN LATERAL (
-              SELECT e.stream_version, e.global_position FROM {events} e
-               WHERE e.stream_id = p_streams[k]
-               ORDER BY e.stream_version DESC LIMIT 1
-          ) AS last ON true;
-        IF deleted_as IS NOT NULL THEN
-            statuses[k] := CASE deleted_as WHEN 'hard' THEN 3 ELSE 2 END;
-            CONTINUE;
-        END IF;
-        current_version := coalesce(current_version, 0);
-        CONTINUE WHEN p_chosen[k] AND EXISTS (
-            SELECT 1 FROM {events} e WHERE e.event_id = ANY (p_ids[lo:hi])
-        );
-        IF (p_states[k] = 'no_stream' AND current_version <> 0)
-           OR (p_states[k] = 'stream_exists' AND current_version = 0)
-           OR (p_states[k] = 'exact' AND current_version <> p_expected[k]) THEN
-            statuses[k] := 1;
-            stream_versions[k] := current_version;
-            CONTINUE;
-        END IF;
-        IF base IS NULL THEN
-            -- After the first lock, like a single append: no earlier append to
-            -- that stream can hold a newer transaction id.
-            base := pg_current_xact_id()::text::bigint << {bits};
-        END IF;
-        CONTINUE WHEN seq + n > (1 << {bits})
-            OR (last_position IS NOT NULL AND base + seq <= last_position);
-
-        -- No ON CONFLICT: an id stored meanwhile by another transaction raises
-        -- unique_violation, which undoes the group; the store then sends each alone.
-        INSERT INTO {events} AS e (global_position, stream_id, stream_version, event_id,
-                                   event_type, event_version, data, metadata)
-        SELECT base + seq + u.ord - 1, p_streams[k], current_version + u.ord::integer, u.id,
-               u.type, u.version, u.data, u.metadata
-          FROM unnest(p_ids[lo:hi], p_types[lo:hi], p_versions[lo:hi], p_data[lo:hi],
-                      p_metadata[lo:hi])
-               WITH ORDINALITY AS u(id, type, version, data, metadata, ord);
-        statuses[k] := 0;
-        stream_versions[k] := current_version + n;
-        global_positions[k] := base + seq + n - 1;
-        seq := seq + n;
-    END LOOP;
-END
-$fn$;
-"""
-
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "events, streams, snapshots, checkpoints and the append function", _V1),
     (2, "an append function that inserts without ON CONFLICT when it runs alone", _V2),
-    (3, "a function that appends for several callers in one transaction", _V3),
 ]
 """``(version, description, SQL template)``, applied in order and recorded."""

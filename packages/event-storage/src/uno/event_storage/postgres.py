@@ -98,13 +98,6 @@ class PostgresEventStore(EventStoreBase):
         notify_delay: Seconds to gather commits into one ``NOTIFY``: a busy
             writer sends one every ``notify_delay`` instead of one per append,
             and remote subscribers hear of events that much later.
-        coalesce_after: Once this many single-stream appends are on their way
-            to the database, the next ones wait for one of them to finish and
-            then go together: one transaction, one round trip and one commit
-            for all, each still judged alone (its expected version, its
-            errors). Busy writers gain throughput; an append waits at most
-            for one transaction before its own. ``0`` sends every append on
-            its own.
         owns_pool: Close the pool when the store closes.
         **options: ``serializer``, ``max_event_size``, ``poll_interval``.
     """
@@ -120,15 +113,12 @@ class PostgresEventStore(EventStoreBase):
         table_prefix: str = "uno_",
         notify: bool = True,
         notify_delay: float = 0.005,
-        coalesce_after: int = 2,
         owns_pool: bool = False,
         **options: Any,
     ) -> None:
         super().__init__(registry, **options)
         if notify_delay < 0:
             raise StoreConfigurationError(f"notify_delay must be >= 0, got {notify_delay}")
-        if coalesce_after < 0:
-            raise StoreConfigurationError(f"coalesce_after must be >= 0, got {coalesce_after}")
         self.names = Names.of(schema, table_prefix)
         self.notify = notify
         self.notify_delay = notify_delay
@@ -141,7 +131,6 @@ class PostgresEventStore(EventStoreBase):
         self._announce_again = False
         self._sql = _Statements(self.names)
         self._locked: set[str] = set()  # streams a bound store's transaction has locked
-        self._coalescer = _Coalescer(self, coalesce_after) if coalesce_after else None
         # LISTEN needs a connection of its own, outside the pool.
         self._conninfo = pool.conninfo if isinstance(pool.conninfo, str) else ""
 
@@ -215,8 +204,6 @@ class PostgresEventStore(EventStoreBase):
                 with anyio.CancelScope(shield=True):
                     await asyncio.gather(task, return_exceptions=True)
         if self._bound is None:
-            if self._coalescer is not None:
-                await self._coalescer.close()
             await self._connections.close()
             if self._owns_pool:
                 await self._pool.close()
@@ -374,7 +361,6 @@ class PostgresEventStore(EventStoreBase):
         bound._listener = bound._announcer = None
         bound._notifier = Notifier()  # closing the bound store must not end the parent's reads
         bound._locked = set()
-        bound._coalescer = None  # the caller's transaction is the only one
         return bound
 
     @property
@@ -393,14 +379,20 @@ class PostgresEventStore(EventStoreBase):
             self._refuse_self_deadlock(appends)
         else:
             self._locked.update(append.stream_id for append in appends)
-        if len(appends) == 1 and self._bound is None:
-            if self._coalescer is not None:
-                return [await self._coalescer.append(appends[0])]
-            return [await self._append_alone(appends[0])]
         # A cancelled append still finishes (or fails) as a whole before the
         # cancellation is delivered, so the connection returns to the pool clean.
         results: list[AppendResult] = []
         with anyio.CancelScope(shield=True), self._translated():
+            if len(appends) == 1 and self._bound is None:
+                async with self._connections.cursor() as cur:  # autocommit
+                    try:
+                        result = await self._append_one(cur, appends[0], alone=True)
+                    except psycopg.errors.UniqueViolation:
+                        # A stored id (a retry, or a duplicate): this time the function
+                        # looks the ids up, and tells one from the other.
+                        result = await self._append_one(cur, appends[0], alone=False)
+                    results.append(result)
+                return results
             async with self._atomic() as conn:
                 cur = conn.cursor()
                 await cur.execute(
@@ -413,82 +405,6 @@ class PostgresEventStore(EventStoreBase):
                 results.extend(
                     [await self._append_one(cur, append, alone=False) for append in appends]
                 )
-        return results
-
-    async def _append_alone(self, append: PreparedAppend) -> AppendResult:
-        """Append to one stream in a transaction of its own (autocommit)."""
-        # A cancelled append still finishes (or fails) as a whole before the
-        # cancellation is delivered, so the connection returns to the pool clean.
-        with anyio.CancelScope(shield=True), self._translated():
-            async with self._connections.cursor() as cur:
-                try:
-                    result = await self._append_one(cur, append, alone=True)
-                except psycopg.errors.UniqueViolation:
-                    # A stored id (a retry, or a duplicate): this time the function
-                    # looks the ids up, and tells one from the other.
-                    result = await self._append_one(cur, append, alone=False)
-        return result
-
-    async def _append_group(
-        self, group: list[PreparedAppend]
-    ) -> list[AppendResult | Exception | None]:
-        """Append for several callers in one transaction: each one's result or error.
-
-        ``None`` says that an append must go alone (``_append_alone``): its
-        stream was locked, or some of its chosen ids are stored. Raises
-        ``UniqueViolation`` when an id was stored meanwhile: nothing of the
-        group is written.
-        """
-        events = [event for append in group for event in append.events]
-        int4 = _INT4.pack
-        with anyio.CancelScope(shield=True), self._translated():
-            async with self._connections.cursor() as cur:
-                await cur.execute(
-                    self._sql.append_group,
-                    [
-                        _BinaryArray(_TEXT_OID, [a.stream_id.encode() for a in group]),
-                        _BinaryArray(
-                            _INT4_OID,
-                            [int4(_expected_number(a.expected_version)) for a in group],
-                            width=4,
-                        ),
-                        _BinaryArray(
-                            _TEXT_OID, [_expected_state(a.expected_version).encode() for a in group]
-                        ),
-                        _BinaryArray(_INT4_OID, [int4(len(a.events)) for a in group], width=4),
-                        _BinaryArray(
-                            _BOOL_OID,
-                            [
-                                _TRUE if any(e.event_id is not None for e in a.events) else _FALSE
-                                for a in group
-                            ],
-                            width=1,
-                        ),
-                        _BinaryArray(_UUID_OID, _id_bytes(events), width=16),
-                        _BinaryArray(_TEXT_OID, [e.event_type.encode("ascii") for e in events]),
-                        _BinaryArray(_INT4_OID, [int4(e.event_version) for e in events], width=4),
-                        _BinaryArray(_BYTEA_OID, [e.data for e in events]),
-                        _BinaryArray(_BYTEA_OID, [e.metadata for e in events]),
-                    ],
-                )
-                row = await cur.fetchone()
-        assert row is not None  # the function always returns one row
-        results: list[AppendResult | Exception | None] = []
-        for append, status, version, position in zip(group, *row, strict=True):
-            if status == 0:
-                results.append(
-                    AppendResult(
-                        stream_id=append.stream_id, stream_version=version, global_position=position
-                    )
-                )
-            elif status == 1:
-                results.append(
-                    WrongExpectedVersion(append.stream_id, append.expected_version, version or None)
-                )
-            elif status in (2, 3):
-                results.append(StreamDeleted(append.stream_id, hard=status == 3))
-            else:
-                results.append(None)
         return results
 
     def _refuse_self_deadlock(self, appends: list[PreparedAppend]) -> None:
@@ -515,7 +431,15 @@ class PostgresEventStore(EventStoreBase):
         would abort it: pass ``False``.
         """
         expected = append.expected_version
-        state = _expected_state(expected)
+        state = (
+            "any"
+            if expected is ANY
+            else "no_stream"
+            if expected is NO_STREAM
+            else "stream_exists"
+            if expected is STREAM_EXISTS
+            else "exact"
+        )
         events = append.events
         int4 = _INT4.pack
         try:
@@ -793,11 +717,6 @@ class _Statements:
 
     def __init__(self, names: Names) -> None:
         r = names.render
-        self.append_group = r(
-            "SELECT statuses, stream_versions, global_positions FROM {append_group}"
-            "(%b::text[], %b::integer[], %b::text[], %b::integer[], %b::boolean[], "
-            "%b::uuid[], %b::text[], %b::integer[], %b::bytea[], %b::bytea[])"
-        )
         self.append = r(
             "SELECT stream_version, global_position FROM {append}"
             # Arrays go in binary (%b): dumping bytea arrays as text costs more than the insert.
@@ -898,10 +817,7 @@ def _filters(types: bool, prefix: bool) -> str:
 
 _ARRAY_HEADER = struct.Struct(">iiiii")  # dimensions, has nulls, element type, length, lower bound
 _INT4 = struct.Struct(">i")
-_UUID_OID, _TEXT_OID, _INT4_OID, _BYTEA_OID, _BOOL_OID = 2950, 25, 23, 17, 16
-_TRUE, _FALSE = b"\x01", b"\x00"
-_GROUP_APPENDS = 64  # most appends in one group
-_GROUP_EVENTS = 4096  # most events in one group (unless its first append has more)
+_UUID_OID, _TEXT_OID, _INT4_OID, _BYTEA_OID = 2950, 25, 23, 17
 
 
 class _BinaryArray:
@@ -1111,136 +1027,6 @@ def _background(work: Coroutine[Any, Any, None]) -> None:
 def _id_bytes(events: list[PreparedEvent]) -> list[bytes]:
     """Return the events' ids as bytes, with a new uuid7 for each the caller did not choose."""
     return [uuid7().bytes if e.event_id is None else e.event_id.bytes for e in events]
-
-
-def _expected_state(expected: ExpectedVersion) -> str:
-    """Return how the append function names an expected version's kind."""
-    if expected is ANY:
-        return "any"
-    if expected is NO_STREAM:
-        return "no_stream"
-    if expected is STREAM_EXISTS:
-        return "stream_exists"
-    return "exact"
-
-
-def _expected_number(expected: ExpectedVersion) -> int:
-    """Return an exact expected version, or 0 for the others (the state says which)."""
-    return expected if isinstance(expected, int) else 0
-
-
-class _Waiting:
-    """An append waiting in a ``_Coalescer``, and the future its caller awaits."""
-
-    __slots__ = ("append", "future")
-
-    def __init__(self, append: PreparedAppend, future: asyncio.Future[AppendResult | None]) -> None:
-        self.append = append
-        self.future = future
-
-
-class _Coalescer:
-    """Sends single-stream appends, coalescing those that wait into one transaction.
-
-    Up to ``slots`` transactions of appends are on their way at once. An
-    append that finds a slot free and nobody waiting goes alone, as it would
-    without a coalescer; one that finds every slot taken waits, and when a
-    slot frees, everything waiting by then (up to ``_GROUP_APPENDS`` appends
-    and ``_GROUP_EVENTS`` events) goes in one call of the group function,
-    from a task of the coalescer's. Each caller gets its own append's result
-    or error. An append the group function hands back (its stream locked by
-    another transaction, or chosen ids stored already), and every append of a
-    group that fails on a duplicate id, then goes alone from its caller.
-
-    A caller cancelled while its append waits takes it out of the queue
-    (nothing is written); one cancelled while its group is on its way waits
-    for the outcome first, as a single append does.
-    """
-
-    def __init__(self, store: PostgresEventStore, slots: int) -> None:
-        self._store = store
-        self._slots = slots
-        self._busy = 0
-        self._waiting: list[_Waiting] = []
-        self._groups: set[asyncio.Task[None]] = set()
-
-    async def append(self, append: PreparedAppend) -> AppendResult:
-        """Append, alone or in a group; return the result or raise the append's error."""
-        if self._busy < self._slots and not self._waiting:
-            self._busy += 1
-            try:
-                return await self._store._append_alone(append)
-            finally:
-                self._busy -= 1
-                self._send_waiting()
-        waiting = _Waiting(append, asyncio.get_running_loop().create_future())
-        self._waiting.append(waiting)
-        self._send_waiting()
-        try:
-            result = await asyncio.shield(waiting.future)
-        except asyncio.CancelledError:
-            if waiting in self._waiting:
-                self._waiting.remove(waiting)  # not sent: nothing is written
-                raise
-            with anyio.CancelScope(shield=True):  # sent: learn how it ended first
-                await asyncio.wait([waiting.future])
-            raise
-        if result is None:
-            return await self._store._append_alone(append)
-        return result
-
-    async def close(self) -> None:
-        """Wait for the groups on their way."""
-        while self._groups:
-            await asyncio.wait(list(self._groups))
-
-    def _send_waiting(self) -> None:
-        """Send what waits, in groups, while a slot is free."""
-        while self._waiting and self._busy < self._slots:
-            group: list[_Waiting] = []
-            events = 0
-            for waiting in self._waiting:
-                size = len(waiting.append.events)
-                if group and (len(group) == _GROUP_APPENDS or events + size > _GROUP_EVENTS):
-                    break
-                group.append(waiting)
-                events += size
-            del self._waiting[: len(group)]
-            self._busy += 1
-            task = asyncio.get_running_loop().create_task(self._send(group))
-            self._groups.add(task)
-            task.add_done_callback(self._groups.discard)
-
-    async def _send(self, group: list[_Waiting]) -> None:
-        try:
-            outcomes = await self._outcomes([waiting.append for waiting in group])
-        except BaseException as exc:
-            for waiting in group:  # every caller learns how it ended
-                waiting.future.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
-        else:
-            for waiting, outcome in zip(group, outcomes, strict=True):
-                if isinstance(outcome, Exception):
-                    waiting.future.set_exception(outcome)
-                else:
-                    waiting.future.set_result(outcome)
-        finally:
-            self._busy -= 1
-            self._send_waiting()
-
-    async def _outcomes(
-        self, appends: list[PreparedAppend]
-    ) -> list[AppendResult | Exception | None]:
-        if len(appends) == 1:  # nothing to coalesce: the single append's function
-            try:
-                return [await self._store._append_alone(appends[0])]
-            except Exception as exc:
-                return [exc]  # its caller raises it
-        try:
-            return await self._store._append_group(appends)
-        except psycopg.errors.UniqueViolation:
-            return [None] * len(appends)  # nothing written: each goes alone
 
 
 def _reason(exc: BaseException) -> str:
