@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
 import sys
 import uuid
+from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, cast
 
@@ -23,6 +25,7 @@ from uno.event_storage.exceptions import (
     SchemaNotMigrated,
     StoreConfigurationError,
     StoreUnavailable,
+    StreamDeleted,
     TransactionOrderConflict,
 )
 from uno.event_storage.postgres import PostgresEventStore, PostgresLease
@@ -35,6 +38,7 @@ from uno.event_storage.testing import (
     settled,
 )
 from uno.events import (
+    ANY,
     NO_STREAM,
     DuplicateEventId,
     Event,
@@ -253,6 +257,130 @@ async def terminate_connections(url: str, application_name: str) -> None:
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
             [application_name],
         )
+
+
+async def stored_rows(store: PostgresEventStore, stream_id: str) -> list[tuple[int, int]]:
+    """``(stream_version, global_position)`` of every row of a stream, fences included."""
+    async with store._pool.connection() as conn:
+        cursor = await conn.execute(
+            store.names.render(
+                "SELECT stream_version, global_position FROM {events} "
+                "WHERE stream_id = %s ORDER BY stream_version"
+            ),
+            [stream_id],
+        )
+        return [(int(v), int(p)) for v, p in await cursor.fetchall()]
+
+
+async def race_a_deletion(
+    store: PostgresEventStore, stream: str, hard: bool, rng: random.Random, outcomes: Counter[str]
+) -> int:
+    """Delete ``stream`` at its version while six tasks append to it; return that version.
+
+    The appenders append until they are refused (``StreamDeleted``).
+    """
+    deleted_at: list[int] = []
+
+    async def appender() -> None:
+        while True:
+            await anyio.sleep(rng.random() / 200)  # gaps, or the deleter would starve
+            version = await store.stream_version(stream) or 0
+            try:
+                await store.append(stream, [MoneyDeposited(amount=1)], expected_version=version)
+                outcomes["appended"] += 1
+            except WrongExpectedVersion:
+                outcomes["conflicts"] += 1
+            except StreamDeleted:
+                outcomes["refused"] += 1
+                return
+
+    async def deleter() -> None:
+        await anyio.sleep(rng.random() / 50)
+        while True:
+            version = await store.stream_version(stream) or 0
+            try:
+                await store.delete_stream(stream, hard=hard, expected_version=version)
+            except WrongExpectedVersion:
+                outcomes["deletion conflicts"] += 1
+            else:
+                deleted_at.append(version)
+                return
+
+    async with anyio.create_task_group() as tasks:
+        for _ in range(6):
+            tasks.start_soon(appender)
+        tasks.start_soon(deleter)
+    return deleted_at[0]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("hard", [True, False], ids=["hard", "soft"])
+async def test_a_deletion_that_lock_free_appends_race_keeps_its_word(
+    store: PostgresEventStore, hard: bool
+) -> None:
+    """Appends that take no lock race a deletion with an expected version.
+
+    An erased stream keeps no event (none slips in behind the erasure); a soft
+    deleted one ends at the version its deletion expected; appends after the
+    deletion are refused; no fence row is left.
+    """
+    rng = random.Random(7)
+    outcomes: Counter[str] = Counter()
+    for round_ in range(10):
+        stream = f"race-{round_}"
+        await store.append(stream, [MoneyDeposited(amount=0)])
+        with anyio.fail_after(60):
+            deleted_at = await race_a_deletion(store, stream, hard, rng, outcomes)
+        rows = await stored_rows(store, stream)
+        if hard:
+            assert rows == [], f"{len(rows)} events of {stream} outlived its erasure"
+        else:
+            assert [v for v, _ in rows] == list(range(1, deleted_at + 1))
+            assert [p for _, p in rows] == sorted(p for _, p in rows)
+    async with store._pool.connection() as conn:
+        cursor = await conn.execute(
+            store.names.render("SELECT count(*) FROM {events} WHERE global_position < 0")
+        )
+        assert await cursor.fetchone() == (0,), "a deletion left its fence behind"
+    assert outcomes["appended"] > 20, outcomes
+    assert outcomes["refused"] == 60, outcomes
+
+
+@pytest.mark.anyio
+async def test_lock_free_and_locked_appends_to_one_hot_stream_keep_its_order(
+    store: PostgresEventStore,
+) -> None:
+    """Exact-version appends (lock-free), ANY appends and transactions on one stream."""
+    rng = random.Random(3)
+    stored: list[int] = []
+
+    async def writer(number: int) -> None:
+        local = random.Random(rng.random())
+        for _ in range(15):
+            mode = local.choice(["exact", "any", "exact in a transaction", "any in a transaction"])
+            expected = ANY if mode.startswith("any") else await store.stream_version("hot") or 0
+            try:
+                if mode.endswith("transaction"):
+                    async with store.transaction() as tx:
+                        result = await tx.append(
+                            "hot", [MoneyDeposited(amount=number)], expected_version=expected
+                        )
+                else:
+                    result = await store.append(
+                        "hot", [MoneyDeposited(amount=number)], expected_version=expected
+                    )
+            except (WrongExpectedVersion, TransactionOrderConflict):
+                continue
+            stored.append(result.stream_version)
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tasks:
+            for number in range(10):
+                tasks.start_soon(writer, number)
+    rows = await stored_rows(store, "hot")
+    assert sorted(stored) == [v for v, _ in rows] == list(range(1, len(rows) + 1))
+    assert [p for _, p in rows] == sorted(p for _, p in rows)
+    assert len(rows) > 60
 
 
 async def failed_appends_until_one_succeeds(

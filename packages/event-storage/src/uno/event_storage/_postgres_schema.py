@@ -1,15 +1,22 @@
 """The PostgreSQL schema: versioned migrations and the append function.
 
-Global positions are ``transaction id * 2**20 + n``: the transaction id
-(``pg_current_xact_id()``) is taken only after the append holds its streams'
-advisory locks, and ``n`` counts the transaction's events. Readers read only
-below ``pg_snapshot_xmin(pg_current_snapshot()) * 2**20``, where every
-transaction has ended, so a reader never skips an event that commits late,
-never sees a rolled-back one, and writers to different streams never wait for
-each other. A transaction that wrote before appending may hold an older id
-than a concurrent append to the same stream that committed first; the append
-function refuses that case (``TransactionOrderConflict``) rather than break the
-stream's order in the global log.
+Global positions are ``transaction id * 2**20 + n``, where ``n`` counts the
+transaction's events. Readers read only below
+``pg_snapshot_xmin(pg_current_snapshot()) * 2**20``, where every transaction
+has ended, so a reader never skips an event that commits late and never sees a
+rolled-back one, and writers to different streams never wait for each other.
+
+Each append makes sure its first position is above the stream's last one, so a
+stream's events are in version order in the global log. An autocommit append
+that expects an exact version gets there without a lock: it reads the event at
+that version, and only then takes its transaction id (``pg_current_xact_id()``),
+which is therefore newer than that event's writer's; the unique stream version
+settles a race between two such appends. Other appends take the stream's
+advisory lock before their transaction id, and claim the stream's next version
+with their first event (waiting for a lock-free append that holds it). A
+transaction that wrote before appending may hold an older id than an append to
+the same stream that committed since; the function refuses that case
+(``TransactionOrderConflict``) rather than break the stream's order.
 """
 
 from __future__ import annotations
@@ -84,7 +91,35 @@ def migration_lock_key(names: Names) -> str:
     return f"uno.event_storage.migrate:{names.schema}.{names.prefix}"
 
 
-_V1 = """
+# How the append function tells a retry, a duplicate and a wrong version apart
+# when its insert did not go through (every version).
+_APPEND_TAIL = """    -- The stream is elsewhere, or some ids are stored already (looked up only
+    -- now, off the common path): a retry of an append stored whole succeeds.
+    SELECT count(*), count(*) FILTER (WHERE e.stream_id = p_stream),
+           max(e.stream_version), max(e.global_position)
+      INTO stored, stored_here, stream_version, global_position
+      FROM {events} e
+     WHERE e.event_id = ANY (p_ids)
+       AND (base IS NULL OR e.global_position NOT BETWEEN base + seq AND base + seq + n - 1);
+    IF stored = n AND stored_here = n THEN
+        RETURN;
+    END IF;
+    IF stored > 0 THEN
+        -- Raising undoes this call's inserts too.
+        RAISE EXCEPTION USING ERRCODE = '{duplicate_event_id}', MESSAGE = (
+            SELECT string_agg(e.event_id::text, ',') FROM {events} e
+             WHERE e.event_id = ANY (p_ids)
+               AND (base IS NULL OR e.global_position NOT BETWEEN base + seq AND base + seq + n - 1)
+        );
+    END IF;
+    RAISE EXCEPTION USING ERRCODE = '{wrong_expected_version}', MESSAGE = current_version::text;
+END
+$fn$;
+"""
+
+_V1 = "".join(
+    (
+        """
 CREATE TABLE IF NOT EXISTS {events} (
     global_position bigint PRIMARY KEY,
     stream_id text NOT NULL,
@@ -184,43 +219,13 @@ BEGIN
         END IF;
     END IF;
 
-    -- The stream is elsewhere, or some ids are stored already (looked up only
-    -- now, off the common path): a retry of an append stored whole succeeds.
-    SELECT count(*), count(*) FILTER (WHERE e.stream_id = p_stream),
-           max(e.stream_version), max(e.global_position)
-      INTO stored, stored_here, stream_version, global_position
-      FROM {events} e
-     WHERE e.event_id = ANY (p_ids)
-       AND (base IS NULL OR e.global_position NOT BETWEEN base + seq AND base + seq + n - 1);
-    IF stored = n AND stored_here = n THEN
-        RETURN;
-    END IF;
-    IF stored > 0 THEN
-        -- Raising undoes this call's inserts too.
-        RAISE EXCEPTION USING ERRCODE = '{duplicate_event_id}', MESSAGE = (
-            SELECT string_agg(e.event_id::text, ',') FROM {events} e
-             WHERE e.event_id = ANY (p_ids)
-               AND (base IS NULL OR e.global_position NOT BETWEEN base + seq AND base + seq + n - 1)
-        );
-    END IF;
-    RAISE EXCEPTION USING ERRCODE = '{wrong_expected_version}', MESSAGE = current_version::text;
-END
-$fn$;
-"""
+""",
+        _APPEND_TAIL,
+    )
+)
 
-# Version 2 replaces the append function. An append that is its autocommit
-# transaction's only statement (p_alone) inserts without ON CONFLICT, whose
-# speculative insertion costs an index probe and a WAL record per row: a stored
-# id raises unique_violation, and the caller calls again with p_alone false,
-# which looks the ids up. It also knows that its events are the transaction's
-# first. Otherwise (inside a transaction, where that error would abort it) the
-# function looks ids up from the start, and continues the transaction's count
-# of events after its own rows (an index probe) instead of a transaction-local
-# setting. The stream's state is read in one query instead of two.
-_V2 = """
-DROP FUNCTION IF EXISTS {append}(text, integer, text, uuid[], text[], integer[], bytea[], bytea[]);
-
-CREATE OR REPLACE FUNCTION {append}(
+# The append function's signature and variables (versions 2 and 3).
+_APPEND_HEAD = """CREATE OR REPLACE FUNCTION {append}(
     p_stream text,
     p_expected integer,
     p_expected_state text,
@@ -244,7 +249,25 @@ DECLARE
     base bigint;
     seq bigint := 0;
 BEGIN
-    -- The lock comes before any write, so this transaction's id (taken below)
+"""
+
+# Version 2 replaces the append function. An append that is its autocommit
+# transaction's only statement (p_alone) inserts without ON CONFLICT, whose
+# speculative insertion costs an index probe and a WAL record per row: a stored
+# id raises unique_violation, and the caller calls again with p_alone false,
+# which looks the ids up. It also knows that its events are the transaction's
+# first. Otherwise (inside a transaction, where that error would abort it) the
+# function looks ids up from the start, and continues the transaction's count
+# of events after its own rows (an index probe) instead of a transaction-local
+# setting. The stream's state is read in one query instead of two.
+_V2 = "".join(
+    (
+        """
+DROP FUNCTION IF EXISTS {append}(text, integer, text, uuid[], text[], integer[], bytea[], bytea[]);
+
+""",
+        _APPEND_HEAD,
+        """    -- The lock comes before any write, so this transaction's id (taken below)
     -- is newer than that of every append to the stream that committed before.
     PERFORM pg_advisory_xact_lock(hashtextextended(p_stream, 7));
 
@@ -306,32 +329,150 @@ BEGIN
         END IF;
     END IF;
 
-    -- The stream is elsewhere, or some ids are stored already (looked up only
-    -- now, off the common path): a retry of an append stored whole succeeds.
-    SELECT count(*), count(*) FILTER (WHERE e.stream_id = p_stream),
-           max(e.stream_version), max(e.global_position)
-      INTO stored, stored_here, stream_version, global_position
-      FROM {events} e
-     WHERE e.event_id = ANY (p_ids)
-       AND (base IS NULL OR e.global_position NOT BETWEEN base + seq AND base + seq + n - 1);
-    IF stored = n AND stored_here = n THEN
-        RETURN;
+""",
+        _APPEND_TAIL,
+    )
+)
+
+# Version 3 adds a path that takes no lock. An append that is its autocommit
+# transaction's only statement and expects an exact version (or no stream)
+# reads the event at that version, takes its transaction id only then (so the
+# id is newer than that committed event's) and inserts: the unique stream
+# version decides a race, and a stored id or a taken version raises
+# unique_violation, on which the caller calls again with p_alone false. It
+# reads the stream's deletion mark only after its insert, so a deletion either
+# committed before that read (and the append is refused) or waits for the
+# append's rows (see the fence in the store's deletion). Everything else takes
+# the stream's lock as before, and claims the next version with its first
+# event (ON CONFLICT DO NOTHING waits for a lock-free append that holds it),
+# reading the stream again if one took it.
+_V3 = "".join(
+    (
+        """
+""",
+        _APPEND_HEAD,
+        """    IF p_alone AND p_expected_state IN ('exact', 'no_stream') THEN
+        current_version := CASE WHEN p_expected_state = 'exact' THEN p_expected ELSE 0 END;
+        IF current_version > 0 THEN
+            SELECT e.global_position INTO last_position FROM {events} e
+             WHERE e.stream_id = p_stream AND e.stream_version = current_version;
+        END IF;
+        IF current_version = 0 OR last_position IS NOT NULL THEN
+            -- Taken after that event was read committed: newer than its writer's.
+            base := pg_current_xact_id()::text::bigint << {bits};
+            IF last_position IS NOT NULL AND base <= last_position THEN
+                RAISE EXCEPTION USING ERRCODE = '{transaction_order_conflict}', MESSAGE = p_stream;
+            END IF;
+            -- A taken version or a stored id raises unique_violation: the caller
+            -- calls again with p_alone false.
+            INSERT INTO {events} AS e (global_position, stream_id, stream_version, event_id,
+                                       event_type, event_version, data, metadata)
+            SELECT base + u.ord - 1, p_stream, current_version + u.ord::integer, u.id,
+                   u.type, u.version, u.data, u.metadata
+              FROM unnest(p_ids, p_types, p_versions, p_data, p_metadata)
+                   WITH ORDINALITY AS u(id, type, version, data, metadata, ord);
+            -- Read after the insert, in a newer snapshot: a deletion that
+            -- committed before it shows; a later one waits for these rows.
+            SELECT s.deleted INTO deleted_as FROM {streams} s WHERE s.stream_id = p_stream;
+            IF deleted_as IS NOT NULL THEN
+                RAISE EXCEPTION USING ERRCODE = '{stream_deleted}', MESSAGE = deleted_as;
+            END IF;
+            stream_version := current_version + n;
+            global_position := base + n - 1;
+            RETURN;
+        END IF;
+        -- No event at the expected version: the locked path below tells why.
     END IF;
-    IF stored > 0 THEN
-        -- Raising undoes this call's inserts too.
-        RAISE EXCEPTION USING ERRCODE = '{duplicate_event_id}', MESSAGE = (
-            SELECT string_agg(e.event_id::text, ',') FROM {events} e
-             WHERE e.event_id = ANY (p_ids)
-               AND (base IS NULL OR e.global_position NOT BETWEEN base + seq AND base + seq + n - 1)
-        );
-    END IF;
-    RAISE EXCEPTION USING ERRCODE = '{wrong_expected_version}', MESSAGE = current_version::text;
-END
-$fn$;
-"""
+
+    -- The lock comes before any write, so this transaction's id (taken below)
+    -- is newer than that of every locked append to the stream that committed before.
+    PERFORM pg_advisory_xact_lock(hashtextextended(p_stream, 7));
+    LOOP
+        SELECT (SELECT s.deleted FROM {streams} s WHERE s.stream_id = p_stream),
+               last.stream_version, last.global_position
+          INTO deleted_as, current_version, last_position
+          FROM (SELECT 1) AS one
+          LEFT JOIN LATERAL (
+              SELECT e.stream_version, e.global_position FROM {events} e
+               WHERE e.stream_id = p_stream
+               ORDER BY e.stream_version DESC LIMIT 1
+          ) AS last ON true;
+        IF deleted_as IS NOT NULL THEN
+            RAISE EXCEPTION USING ERRCODE = '{stream_deleted}', MESSAGE = deleted_as;
+        END IF;
+        current_version := coalesce(current_version, 0);
+        EXIT WHEN (p_expected_state = 'no_stream' AND current_version <> 0)
+               OR (p_expected_state = 'stream_exists' AND current_version = 0)
+               OR (p_expected_state = 'exact' AND current_version <> p_expected);
+        IF base IS NULL THEN
+            base := pg_current_xact_id()::text::bigint << {bits};
+            IF NOT p_alone THEN
+                -- Earlier appends of this transaction hold positions from base on.
+                SELECT coalesce(max(e.global_position) - base + 1, 0) INTO seq
+                  FROM {events} e
+                 WHERE e.global_position >= base AND e.global_position < base + (1 << {bits});
+            END IF;
+            IF seq + n > (1 << {bits}) THEN
+                RAISE EXCEPTION USING ERRCODE = '{too_many_events}', MESSAGE = (1 << {bits})::text;
+            END IF;
+        END IF;
+        -- A lock-free append that committed after this transaction took its id.
+        IF last_position IS NOT NULL AND base + seq <= last_position THEN
+            RAISE EXCEPTION USING ERRCODE = '{transaction_order_conflict}', MESSAGE = p_stream;
+        END IF;
+
+        -- The first event claims the next version; a lock-free append may hold
+        -- it, uncommitted, and this waits for it to end.
+        INSERT INTO {events} AS e (global_position, stream_id, stream_version, event_id,
+                                   event_type, event_version, data, metadata)
+        VALUES (base + seq, p_stream, current_version + 1, p_ids[1], p_types[1],
+                p_versions[1], p_data[1], p_metadata[1])
+        ON CONFLICT DO NOTHING;
+        GET DIAGNOSTICS inserted = ROW_COUNT;
+        IF inserted = 1 THEN
+            -- The same INSERT twice: ON CONFLICT cannot be switched on by a value.
+            IF p_alone THEN
+                -- A stored id raises unique_violation: the caller calls again.
+                INSERT INTO {events} AS e (global_position, stream_id, stream_version, event_id,
+                                           event_type, event_version, data, metadata)
+                SELECT base + seq + u.ord - 1, p_stream, current_version + u.ord::integer, u.id,
+                       u.type, u.version, u.data, u.metadata
+                  FROM unnest(p_ids, p_types, p_versions, p_data, p_metadata)
+                       WITH ORDINALITY AS u(id, type, version, data, metadata, ord)
+                 WHERE u.ord > 1;
+                inserted := n;
+            ELSE
+                INSERT INTO {events} AS e (global_position, stream_id, stream_version, event_id,
+                                           event_type, event_version, data, metadata)
+                SELECT base + seq + u.ord - 1, p_stream, current_version + u.ord::integer, u.id,
+                       u.type, u.version, u.data, u.metadata
+                  FROM unnest(p_ids, p_types, p_versions, p_data, p_metadata)
+                       WITH ORDINALITY AS u(id, type, version, data, metadata, ord)
+                 WHERE u.ord > 1
+                ON CONFLICT (event_id) DO NOTHING;
+                GET DIAGNOSTICS inserted = ROW_COUNT;
+                inserted := inserted + 1;
+            END IF;
+            IF inserted = n THEN
+                stream_version := current_version + n;
+                global_position := base + seq + n - 1;
+                RETURN;
+            END IF;
+            EXIT;
+        END IF;
+        -- Not claimed: the first id is stored already, or a lock-free append
+        -- took the version meanwhile (read the stream again).
+        EXIT WHEN EXISTS (SELECT 1 FROM {events} e WHERE e.event_id = p_ids[1]);
+    END LOOP;
+
+""",
+        _APPEND_TAIL,
+    )
+)
 
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "events, streams, snapshots, checkpoints and the append function", _V1),
     (2, "an append function that inserts without ON CONFLICT when it runs alone", _V2),
+    (3, "a lock-free append path for exact expected versions", _V3),
 ]
 """``(version, description, SQL template)``, applied in order and recorded."""

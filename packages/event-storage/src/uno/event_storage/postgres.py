@@ -75,6 +75,7 @@ _SAFE_END = f"(pg_snapshot_xmin(pg_current_snapshot())::text::bigint << {POSITIO
 _UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout, OSError)
 _KEEP_FOR = 30.0  # seconds a borrowed connection serves before it goes back to the pool
 _IDLE_FOR = 1.0  # seconds an unused borrowed connection waits before it goes back
+_ORDER_RETRIES = 3  # retries of a store-owned append that a lock-free append overtook
 
 
 class PostgresEventStore(EventStoreBase):
@@ -381,31 +382,45 @@ class PostgresEventStore(EventStoreBase):
             self._locked.update(append.stream_id for append in appends)
         # A cancelled append still finishes (or fails) as a whole before the
         # cancellation is delivered, so the connection returns to the pool clean.
-        results: list[AppendResult] = []
         with anyio.CancelScope(shield=True), self._translated():
-            if len(appends) == 1 and self._bound is None:
-                async with self._connections.cursor() as cur:  # autocommit
-                    try:
-                        result = await self._append_one(cur, appends[0], alone=True)
-                    except psycopg.errors.UniqueViolation:
-                        # A stored id (a retry, or a duplicate): this time the function
-                        # looks the ids up, and tells one from the other.
-                        result = await self._append_one(cur, appends[0], alone=False)
-                    results.append(result)
-                return results
-            async with self._atomic() as conn:
-                cur = conn.cursor()
-                await cur.execute(
-                    # Every stream's lock, in one order, before any write: no deadlock, and
-                    # this transaction's id comes after every earlier append to them.
-                    "SELECT pg_advisory_xact_lock(hashtextextended(s, 7)) "
-                    "FROM unnest(%s::text[]) AS s",
-                    [sorted(a.stream_id for a in appends)],
-                )
-                results.extend(
-                    [await self._append_one(cur, append, alone=False) for append in appends]
-                )
-        return results
+            if self._bound is not None:
+                return await self._append_locked(self._bound, appends)
+            # The store owns these transactions, so it retries one that a lock-free
+            # append to the same stream overtook (TransactionOrderConflict).
+            for attempt in range(_ORDER_RETRIES, -1, -1):
+                try:
+                    if len(appends) == 1:
+                        return [await self._append_alone(appends[0])]
+                    async with self._atomic() as conn:
+                        return await self._append_locked(conn, appends)
+                except TransactionOrderConflict:
+                    if not attempt:
+                        raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _append_alone(self, append: PreparedAppend) -> AppendResult:
+        """Append in an autocommit transaction of one statement."""
+        async with self._connections.cursor() as cur:
+            try:
+                return await self._append_one(cur, append, alone=True)
+            except psycopg.errors.UniqueViolation:
+                # A stored id (a retry, or a duplicate) or a version another writer
+                # took: this time the function takes the stream's lock, looks the ids
+                # up, and tells which it is.
+                return await self._append_one(cur, append, alone=False)
+
+    async def _append_locked(
+        self, conn: AsyncConnection[Any], appends: list[PreparedAppend]
+    ) -> list[AppendResult]:
+        """Append in ``conn``'s transaction, holding every stream's lock."""
+        cur = conn.cursor()
+        await cur.execute(
+            # Every stream's lock, in one order, before any write: no deadlock, and
+            # this transaction's id comes after every earlier locked append to them.
+            "SELECT pg_advisory_xact_lock(hashtextextended(s, 7)) FROM unnest(%s::text[]) AS s",
+            [sorted(a.stream_id for a in appends)],
+        )
+        return [await self._append_one(cur, append, alone=False) for append in appends]
 
     def _refuse_self_deadlock(self, appends: list[PreparedAppend]) -> None:
         """Refuse an append that would wait for a stream lock held by this task's transaction."""
@@ -619,11 +634,26 @@ class PostgresEventStore(EventStoreBase):
                 await conn.execute(
                     "SELECT pg_advisory_xact_lock(hashtextextended(%s, 7))", [stream_id]
                 )
-                cursor = await conn.execute(self._sql.stream_state, {"id": stream_id})
-                deleted, version = await cursor.fetchone() or (None, None)
-                if deleted == "hard":
-                    return
-                check_expected_version(stream_id, expected, version or 0)
+                while True:
+                    cursor = await conn.execute(self._sql.stream_state, {"id": stream_id})
+                    deleted, version = await cursor.fetchone() or (None, None)
+                    if deleted == "hard":
+                        return
+                    # Lock-free appends take no lock: a fence row holding the next
+                    # version waits for one that holds it, and makes later ones wait
+                    # for this transaction, which they then see (and undo themselves).
+                    cursor = await conn.execute(
+                        self._sql.fence, {"id": stream_id, "v": (version or 0) + 1}
+                    )
+                    fence = await cursor.fetchone()
+                    if fence is not None:
+                        break
+                    # An append took that version meanwhile: read the stream again.
+                try:
+                    check_expected_version(stream_id, expected, version or 0)
+                finally:
+                    # Inside a caller's transaction the fence must not outlive this call.
+                    await conn.execute(self._sql.erase_fence, [fence[0]])
                 if hard:
                     await conn.execute(self._sql.erase_events, [stream_id])
                     await conn.execute(self._sql.erase_snapshots, [stream_id])
@@ -765,6 +795,15 @@ class _Statements:
             "(SELECT max(stream_version) FROM {events} WHERE stream_id = %(id)s)"
         )
         self.erase_events = r("DELETE FROM {events} WHERE stream_id = %s")
+        # A placeholder event that a deletion holds until it commits: a negative
+        # position (readers never read one) and a type no event can have.
+        self.fence = r(
+            "INSERT INTO {events} (global_position, stream_id, stream_version, event_id, "
+            "event_type, event_version, data, metadata) VALUES "
+            "(-1 - floor(random() * 4e18)::bigint, %(id)s, %(v)s, gen_random_uuid(), "
+            "'$deletion', 0, '', '') ON CONFLICT DO NOTHING RETURNING event_id"
+        )
+        self.erase_fence = r("DELETE FROM {events} WHERE event_id = %s")
         self.erase_snapshots = r("DELETE FROM {snapshots} WHERE stream_id = %s")
         self.mark_deleted = r(
             "INSERT INTO {streams} (stream_id, deleted) VALUES (%s, %s) ON CONFLICT (stream_id) "

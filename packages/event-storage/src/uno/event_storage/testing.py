@@ -42,17 +42,20 @@ from uno.event_storage.exceptions import (
     EventTooLarge,
     InvalidStreamId,
     StreamDeleted,
+    TransactionOrderConflict,
     WrongExpectedVersion,
 )
 from uno.events import (
     ANY,
     NO_STREAM,
     STREAM_EXISTS,
+    AppendResult,
     Direction,
     Event,
     EventMetadata,
     EventRegistry,
     EventStore,
+    ExpectedVersion,
     NewEvent,
     RecordedEvent,
     Snapshot,
@@ -828,11 +831,12 @@ async def run_concurrent_writers(
 ) -> ConcurrencyReport:
     """Run writers against overlapping streams while subscribers tail the log.
 
-    Each writer appends batches to random streams (shared and its own), with
-    exact expected versions (so some conflict) and, where the store has
-    ``transaction()``, inside transactions rolled back at random. Subscribers
-    read from the start until they have seen every committed event. Returns a
-    report; call ``check()`` on it.
+    Each writer appends batches to random streams (shared and its own), mostly
+    with exact expected versions (so some conflict), some with ``ANY``, some
+    together with one event for a second stream (``append_streams``), and,
+    where the store has ``transaction()``, inside transactions rolled back at
+    random. Subscribers read from the start until they have seen every
+    committed event. Returns a report; call ``check()`` on it.
     """
     report = ConcurrencyReport()
     rng = random.Random(seed)
@@ -841,33 +845,31 @@ async def run_concurrent_writers(
     async def writer(number: int) -> None:
         local = random.Random(rng.random())
         for _ in range(appends_per_writer):
-            shared = local.random() < 0.5
-            stream = (
-                f"shared-{local.randrange(streams)}"
-                if shared
-                else f"own-{number}-{local.randrange(3)}"
-            )
-            batch = [NewEvent(data=MoneyDeposited(amount=n)) for n in range(local.randint(1, 4))]
-            version = await store.stream_version(stream) or 0
+            appends = await _pick_appends(store, local, number, streams)
             roll_back = transaction is not None and local.random() < rollback_rate
             try:
                 if transaction is not None and (roll_back or local.random() < 0.5):
                     try:
                         async with transaction() as tx:
-                            await tx.append(stream, batch, expected_version=version)
+                            results = await _write(tx, appends)
                             await anyio.sleep(local.random() / 500)
                             if roll_back:
                                 raise _Rollback
                     except _Rollback:
-                        report.rolled_back.update(e.event_id for e in batch)
+                        report.rolled_back.update(
+                            e.event_id for a in appends for e in a.events if isinstance(e, NewEvent)
+                        )
                         continue
                 else:
-                    await store.append(stream, batch, expected_version=version)
-            except WrongExpectedVersion:
+                    results = await _write(store, appends)
+            except (WrongExpectedVersion, TransactionOrderConflict):
                 report.conflicts += 1
                 continue
-            for offset, event in enumerate(batch, start=1):
-                report.committed[event.event_id] = (stream, version + offset)
+            for append, result in zip(appends, results, strict=True):
+                first = result.stream_version - len(append.events)
+                for offset, event in enumerate(append.events, start=1):
+                    assert isinstance(event, NewEvent)
+                    report.committed[event.event_id] = (append.stream_id, first + offset)
 
     subscriptions = [store.subscribe() for _ in range(subscribers)]
     report.seen = [[] for _ in range(subscribers)]
@@ -894,3 +896,38 @@ async def run_concurrent_writers(
             tasks.start_soon(subscriber, subscription, seen)
         await run_writers_then_wait_for_catch_up()
     return report
+
+
+def _pick_stream(local: random.Random, number: int, streams: int) -> str:
+    """A shared stream half the time, else one of writer ``number``'s own three."""
+    if local.random() < 0.5:
+        return f"shared-{local.randrange(streams)}"
+    return f"own-{number}-{local.randrange(3)}"
+
+
+async def _pick_appends(
+    store: EventStore, local: random.Random, number: int, streams: int
+) -> list[StreamAppend]:
+    """A batch for a random stream, mostly at its version; sometimes with a second stream."""
+    stream = _pick_stream(local, number, streams)
+    batch = [NewEvent(data=MoneyDeposited(amount=n)) for n in range(local.randint(1, 4))]
+    version = await store.stream_version(stream) or 0
+    # Some appends take any version, and some go with a second stream.
+    expected: ExpectedVersion = ANY if local.random() < 0.15 else version
+    appends = [StreamAppend(stream_id=stream, events=batch, expected_version=expected)]
+    other = _pick_stream(local, number, streams)
+    if local.random() < 0.15 and other != stream:
+        extra = [NewEvent(data=MoneyDeposited(amount=99))]
+        appends.append(StreamAppend(stream_id=other, events=extra, expected_version=ANY))
+    return appends
+
+
+async def _write(target: Any, appends: list[StreamAppend]) -> list[AppendResult]:
+    """Append one stream's batch with ``append``, or several atomically."""
+    if len(appends) == 1:
+        (one,) = appends
+        return [
+            await target.append(one.stream_id, one.events, expected_version=one.expected_version)
+        ]
+    results: list[AppendResult] = await target.append_streams(appends)
+    return results
