@@ -435,6 +435,7 @@ async def test_only_clean_connections_are_kept_and_the_rest_go_back_to_the_pool(
     store: PostgresEventStore,
 ) -> None:
     """A connection left in a transaction or closed is returned to the pool, never reused."""
+    store.notify = False  # no NOTIFY task borrowing connections meanwhile
     await store.append("s", [MoneyDeposited(amount=1)])
     connections = store._connections
     async with connections.borrow() as conn:
@@ -647,6 +648,45 @@ async def test_another_process_wakes_a_subscription_through_notify(
                 async for event in subscription:
                     assert event.data == MoneyDeposited(amount=7)
                     break
+
+
+@pytest.mark.anyio
+async def test_notify_announces_a_lone_commit_at_once_and_a_burst_a_few_times(
+    registry: EventRegistry, schema: str, postgres_url: str
+) -> None:
+    """The first commit after a quiet spell is announced at once; a burst, once per delay."""
+    async with (
+        await open_store(
+            postgres_url, registry, schema, auto_migrate=True, notify_delay=0.5
+        ) as store,
+        await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as listener,
+    ):
+        await listener.execute(f'LISTEN "{store.names.channel}"')
+        heard: list[float] = []
+        first = anyio.Event()
+
+        async def listen() -> None:
+            async for _ in listener.notifies():
+                heard.append(anyio.current_time())
+                first.set()
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(listen)
+            await anyio.sleep(0.1)
+            start = anyio.current_time()
+            await store.append("lone", [MoneyDeposited(amount=1)])
+            with anyio.fail_after(5):
+                await first.wait()
+            assert heard[0] - start < 0.4, "a lone commit waited for notify_delay"
+            await anyio.sleep(0.6)  # a quiet spell
+            heard.clear()
+            for n in range(40):
+                await store.append(f"burst-{n}", [MoneyDeposited(amount=n)])
+            await anyio.sleep(1.2)
+            tasks.cancel_scope.cancel()
+    # At once, then one per 0.5 s at most while the burst lasted.
+    assert 1 <= len(heard) <= 2 + int((heard[-1] - heard[0]) / 0.5), heard
+    assert len(heard) < 10
 
 
 @pytest.mark.anyio

@@ -96,9 +96,11 @@ class PostgresEventStore(EventStoreBase):
         notify: After commits, wake subscribers in other processes with
             ``NOTIFY`` (sent outside the writers' transactions, so it does not
             serialize their commits). Without it they poll.
-        notify_delay: Seconds to gather commits into one ``NOTIFY``: a busy
-            writer sends one every ``notify_delay`` instead of one per append,
-            and remote subscribers hear of events that much later.
+        notify_delay: Least seconds between two ``NOTIFY``: the first commit
+            after a quiet spell is announced at once, and the commits of the
+            next ``notify_delay`` together at its end, so a busy writer sends
+            one per ``notify_delay`` and remote subscribers hear of its events
+            up to that much later.
         owns_pool: Close the pool when the store closes.
         **options: ``serializer``, ``max_event_size``, ``poll_interval``.
     """
@@ -113,7 +115,7 @@ class PostgresEventStore(EventStoreBase):
         schema: str = "public",
         table_prefix: str = "uno_",
         notify: bool = True,
-        notify_delay: float = 0.005,
+        notify_delay: float = 0.05,
         owns_pool: bool = False,
         **options: Any,
     ) -> None:
@@ -494,9 +496,12 @@ class PostgresEventStore(EventStoreBase):
                 self._announcer = asyncio.get_running_loop().create_task(self._announce())
 
     async def _announce(self) -> None:
-        """Send NOTIFY after commits, one for all those of a ``notify_delay`` window."""
+        """Send NOTIFY after commits: at once after a quiet spell, then one per ``notify_delay``.
+
+        Commits while a notification is sent, or during the ``notify_delay``
+        after it, are announced together by one more at the end of that wait.
+        """
         while self._announce_again:
-            await anyio.sleep(self.notify_delay)
             self._announce_again = False
             try:
                 async with self._connections.borrow() as conn:
@@ -504,6 +509,7 @@ class PostgresEventStore(EventStoreBase):
             except Exception:
                 logger.warning("could not notify subscribers; they will poll", exc_info=True)
                 return
+            await anyio.sleep(self.notify_delay)
 
     # -- reading ---------------------------------------------------------------
 
