@@ -62,6 +62,7 @@ __all__ = ["run"]
 
 POSTGRES_URL = os.environ.get("UNO_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 SEEDED = SEED_STREAMS * SEED_STREAM_LENGTH
+SHORT_REPEATS = 3  # times more timed runs for the scenarios whose runs are short and vary most
 
 UNO_PG = "uno `PostgresEventStore`"
 ES_PG = "eventsourcing `PostgresApplicationRecorder`"
@@ -177,9 +178,10 @@ def _measure(
     ops: int,
     events_per_op: int,
     settings: Settings,
+    factor: int = 1,
 ) -> _Result:
     print(f"  {scenario}...", flush=True)
-    timings = compare(cases, ops=ops, repeats=settings.repeats)
+    timings = compare(cases, ops=ops, repeats=settings.repeats * factor)
     return _Result(scenario, events_per_op, {t.label: t for t in timings})
 
 
@@ -252,6 +254,7 @@ def _postgres(runner: asyncio.Runner, workload: Workload, settings: Settings) ->
                 },
                 ops=WRITERS * CONCURRENT_BATCHES,
                 events_per_op=CONCURRENT_BATCH,
+                factor=SHORT_REPEATS,
             ),
         ]
 
@@ -285,6 +288,7 @@ def _sqlite(runner: asyncio.Runner, workload: Workload, settings: Settings) -> l
                 ops=SINGLES,
                 events_per_op=1,
                 settings=settings,
+                factor=SHORT_REPEATS,
             ),
             _measure(
                 BATCHED,
@@ -474,8 +478,9 @@ to a stream of its own. The reads run over {SEED_STREAMS} streams of
 autovacuum would soon do): one stream read whole {STREAM_READS} times, and the
 whole log read from the start in pages of {PAGE:,} events (uno's default
 batch). Each case runs once to warm up, then {settings.repeats} timed runs
-taking turns with the other contenders of its scenario; the tables give the
-median run per operation (one append, or one read) and the fastest and
+({settings.repeats * SHORT_REPEATS} for "{CONCURRENT}" and SQLite's "{SINGLE}", whose
+runs are short and vary most) taking turns with the other contenders of its
+scenario; the tables give the median run per operation (one append, or one read) and the fastest and
 slowest. Ratios compare medians: events per second for throughput, time per
 append for latency.
 

@@ -28,7 +28,7 @@ from uno.event_storage.exceptions import (
     StreamDeleted,
     TransactionOrderConflict,
 )
-from uno.event_storage.postgres import PostgresEventStore, PostgresLease
+from uno.event_storage.postgres import PostgresEventStore, PostgresLease, SeenVersions
 from uno.event_storage.testing import (
     EventStoreContract,
     MoneyDeposited,
@@ -257,6 +257,78 @@ async def terminate_connections(url: str, application_name: str) -> None:
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
             [application_name],
         )
+
+
+def test_seen_versions_hold_what_was_seen_and_forget_the_oldest_first() -> None:
+    seen = SeenVersions(limit=2)
+    seen.add("a", 3)
+    seen.add("a", 2)  # never lowers what was seen
+    assert seen.holds("a", 3)
+    assert seen.holds("a", 1)
+    assert not seen.holds("a", 4)
+    assert not seen.holds("a", 0)
+    assert not seen.holds("b", 1)
+    seen.add("b", 1)
+    seen.add("a", 4)  # a is now the newest
+    seen.add("c", 1)
+    assert not seen.holds("b", 1)
+    assert seen.holds("a", 4)
+    assert seen.holds("c", 1)
+    seen.forget("a")
+    assert not seen.holds("a", 1)
+
+
+@pytest.mark.anyio
+async def test_appends_at_a_version_seen_committed_still_refuse_what_they_must(
+    registry: EventRegistry, schema: str, postgres_url: str
+) -> None:
+    """An append that skips reading the expected event (seen committed) still fails right.
+
+    Another store appends or deletes meanwhile: the append raises
+    WrongExpectedVersion or StreamDeleted and stores nothing.
+    """
+    async with (
+        await open_store(postgres_url, registry, schema, auto_migrate=True) as mine,
+        await open_store(postgres_url, registry, schema) as other,
+    ):
+        for stream in ("moved", "erased", "hidden"):
+            await mine.append(stream, [MoneyDeposited(amount=n) for n in range(3)])
+            assert mine._seen.holds(stream, 3)
+        await other.append("moved", [MoneyDeposited(amount=9)], expected_version=3)
+        with pytest.raises(WrongExpectedVersion) as info:
+            await mine.append("moved", [MoneyDeposited(amount=1)], expected_version=3)
+        assert info.value.actual == 4
+        await other.delete_stream("erased", hard=True)
+        await other.delete_stream("hidden")
+        for stream, hard in (("erased", True), ("hidden", False)):
+            with pytest.raises(StreamDeleted) as deleted:
+                await mine.append(stream, [MoneyDeposited(amount=1)], expected_version=3)
+            assert deleted.value.hard is hard
+        assert [v for v, _ in await stored_rows(mine, "moved")] == [1, 2, 3, 4]
+        assert await stored_rows(mine, "erased") == []
+        assert [v for v, _ in await stored_rows(mine, "hidden")] == [1, 2, 3]
+        # It works on the path too: the next append at the version seen goes in.
+        await mine.read_stream("moved")
+        assert mine._seen.holds("moved", 4)
+        result = await mine.append("moved", [MoneyDeposited(amount=5)], expected_version=4)
+        assert result.stream_version == 5
+
+
+@pytest.mark.anyio
+async def test_a_transactions_own_rows_are_never_taken_as_seen_committed(
+    store: PostgresEventStore,
+) -> None:
+    """Rows a transaction wrote and read, then rolled back, leave no gap behind."""
+    await store.append("s", [MoneyDeposited(amount=1)])
+    with pytest.raises(ZeroDivisionError):
+        async with store.transaction() as tx:
+            await tx.append("s", [MoneyDeposited(amount=2)], expected_version=1)
+            assert [e.stream_version for e in await tx.read_stream("s")] == [1, 2]
+            1 / 0  # noqa: B018 (roll back)
+    assert not store._seen.holds("s", 2)
+    with pytest.raises(WrongExpectedVersion):
+        await store.append("s", [MoneyDeposited(amount=3)], expected_version=2)
+    assert [v for v, _ in await stored_rows(store, "s")] == [1]
 
 
 async def stored_rows(store: PostgresEventStore, stream_id: str) -> list[tuple[int, int]]:

@@ -337,7 +337,9 @@ DROP FUNCTION IF EXISTS {append}(text, integer, text, uuid[], text[], integer[],
 # Version 3 adds a path that takes no lock. An append that is its autocommit
 # transaction's only statement and expects an exact version (or no stream)
 # reads the event at that version, takes its transaction id only then (so the
-# id is newer than that committed event's) and inserts: the unique stream
+# id is newer than that committed event's) and inserts; with 'known' (the
+# caller saw that event committed, in an autocommit read or append) it skips
+# the read: the unique stream
 # version decides a race, and a stored id or a taken version raises
 # unique_violation, on which the caller calls again with p_alone false. It
 # reads the stream's deletion mark only after its insert, so a deletion either
@@ -351,13 +353,15 @@ _V3 = "".join(
         """
 """,
         _APPEND_HEAD,
-        """    IF p_alone AND p_expected_state IN ('exact', 'no_stream') THEN
-        current_version := CASE WHEN p_expected_state = 'exact' THEN p_expected ELSE 0 END;
-        IF current_version > 0 THEN
+        """    IF p_alone AND p_expected_state IN ('exact', 'known', 'no_stream') THEN
+        current_version := CASE WHEN p_expected_state = 'no_stream' THEN 0 ELSE p_expected END;
+        -- 'known': the caller saw the event at that version committed, so
+        -- it exists and its writer's id is older than any this call takes.
+        IF current_version > 0 AND p_expected_state = 'exact' THEN
             SELECT e.global_position INTO last_position FROM {events} e
              WHERE e.stream_id = p_stream AND e.stream_version = current_version;
         END IF;
-        IF current_version = 0 OR last_position IS NOT NULL THEN
+        IF current_version = 0 OR last_position IS NOT NULL OR p_expected_state = 'known' THEN
             -- Taken after that event was read committed: newer than its writer's.
             base := pg_current_xact_id()::text::bigint << {bits};
             IF last_position IS NOT NULL AND base <= last_position THEN
@@ -403,7 +407,7 @@ _V3 = "".join(
         current_version := coalesce(current_version, 0);
         EXIT WHEN (p_expected_state = 'no_stream' AND current_version <> 0)
                OR (p_expected_state = 'stream_exists' AND current_version = 0)
-               OR (p_expected_state = 'exact' AND current_version <> p_expected);
+               OR (p_expected_state IN ('exact', 'known') AND current_version <> p_expected);
         IF base IS NULL THEN
             base := pg_current_xact_id()::text::bigint << {bits};
             IF NOT p_alone THEN

@@ -134,6 +134,7 @@ class PostgresEventStore(EventStoreBase):
         self._announce_again = False
         self._sql = _Statements(self.names)
         self._locked: set[str] = set()  # streams a bound store's transaction has locked
+        self._seen = SeenVersions()
         # LISTEN needs a connection of its own, outside the pool.
         self._conninfo = pool.conninfo if isinstance(pool.conninfo, str) else ""
 
@@ -364,6 +365,7 @@ class PostgresEventStore(EventStoreBase):
         bound._listener = bound._announcer = None
         bound._notifier = Notifier()  # closing the bound store must not end the parent's reads
         bound._locked = set()
+        bound._seen = SeenVersions()  # never filled: a bound store sees uncommitted rows
         return bound
 
     @property
@@ -392,12 +394,17 @@ class PostgresEventStore(EventStoreBase):
             for attempt in range(_ORDER_RETRIES, -1, -1):
                 try:
                     if len(appends) == 1:
-                        return [await self._append_alone(appends[0])]
-                    async with self._atomic() as conn:
-                        return await self._append_locked(conn, appends)
+                        results = [await self._append_alone(appends[0])]
+                    else:
+                        async with self._atomic() as conn:
+                            results = await self._append_locked(conn, appends)
                 except TransactionOrderConflict:
                     if not attempt:
                         raise
+                else:
+                    for result in results:  # committed
+                        self._seen.add(result.stream_id, result.stream_version)
+                    return results
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _append_alone(self, append: PreparedAppend) -> AppendResult:
@@ -455,6 +462,8 @@ class PostgresEventStore(EventStoreBase):
             if expected is NO_STREAM
             else "stream_exists"
             if expected is STREAM_EXISTS
+            else "known"
+            if alone and self._seen.holds(append.stream_id, expected)
             else "exact"
         )
         events = append.events
@@ -534,6 +543,8 @@ class PostgresEventStore(EventStoreBase):
                     deleted = found[0] if found else None
         if deleted is not None:
             raise StreamDeleted(stream_id, hard=deleted == "hard")
+        if rows and self._bound is None:  # committed: a transaction's own rows may roll back
+            self._seen.add(stream_id, max(rows[0][2], rows[-1][2]))
         return rows
 
     async def _read_all(
@@ -635,6 +646,7 @@ class PostgresEventStore(EventStoreBase):
     # -- deletion, metadata, snapshots, checkpoints ------------------------------
 
     async def _delete_stream(self, stream_id: str, hard: bool, expected: ExpectedVersion) -> None:
+        self._seen.forget(stream_id)  # tidiness: appends check for deletion anyway
         with anyio.CancelScope(shield=True), self._translated():
             async with self._atomic() as conn:
                 await conn.execute(
@@ -746,6 +758,39 @@ class PostgresEventStore(EventStoreBase):
             except _UNAVAILABLE:
                 logger.warning("lost the LISTEN connection; subscribers poll until it is back")
                 await anyio.sleep(self.poll_interval)
+
+
+class SeenVersions:
+    """The highest version of each stream that this store saw committed (bounded).
+
+    An append that expects a version at or below it needs no read of that
+    event: it exists (only an erasure removes events, and the append function
+    checks for deletion after it inserts), and its writer's transaction id is
+    older than any that a later append takes. Only autocommit reads and
+    appends fill it; a transaction's own rows may still roll back.
+    """
+
+    __slots__ = ("_versions", "limit")
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self.limit = limit
+        self._versions: dict[str, int] = {}
+
+    def holds(self, stream_id: str, version: int) -> bool:
+        """Whether the event at ``version`` of the stream was seen committed."""
+        return 0 < version <= self._versions.get(stream_id, 0)
+
+    def add(self, stream_id: str, version: int) -> None:
+        """Record that the stream's events up to ``version`` were seen committed."""
+        versions = self._versions
+        known = versions.pop(stream_id, 0)
+        versions[stream_id] = max(known, version)  # newest last: the oldest goes first
+        if len(versions) > self.limit:
+            del versions[next(iter(versions))]
+
+    def forget(self, stream_id: str) -> None:
+        """Drop what was seen of a stream (it was deleted)."""
+        self._versions.pop(stream_id, None)
 
 
 class _Statements:
