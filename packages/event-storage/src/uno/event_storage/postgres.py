@@ -463,7 +463,7 @@ class PostgresEventStore(EventStoreBase):
             else "stream_exists"
             if expected is STREAM_EXISTS
             else "known"
-            if alone and self._seen.holds(append.stream_id, expected)
+            if alone and isinstance(expected, int) and self._seen.holds(append.stream_id, expected)
             else "exact"
         )
         events = append.events
