@@ -6,6 +6,7 @@ import asyncio
 import os
 import sqlite3
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import closing
@@ -20,6 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from uno.event_storage import _sqlite_connections as connections
 from uno.event_storage import open_event_store
 from uno.event_storage._sqlite_connections import _CHECKPOINT_PAGES
 from uno.event_storage._sqlite_ids import assigned_id, assigned_position, id_base, salt_from_bytes
@@ -825,6 +827,59 @@ async def test_inline_appends_keep_the_wal_checkpointed(db: Path, registry: Even
     assert largest < 2.5 * _CHECKPOINT_PAGES * frame
     assert autocheckpoint == 0
     assert query(db, "SELECT count(*) FROM uno_events") == [(appends,)]
+
+
+class OwnedLock:
+    """A ``threading.Lock`` that knows which thread holds it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.owner: int | None = None
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        if taken := self._lock.acquire(blocking, timeout):
+            self.owner = threading.get_ident()
+        return taken
+
+    def release(self) -> None:
+        self.owner = None
+        self._lock.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads file names from /proc")
+async def test_the_checkpointer_syncs_the_wal_before_its_locked_part(
+    db: Path, registry: EventRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(connections, "_CHECKPOINT_PAGES", 64)  # one in about 21 appends
+    sync = getattr(os, "fdatasync", os.fsync)
+    syncs: list[tuple[str, str, bool]] = []  # file, thread, whether it held the writer's lock
+    store = await open_store(db, registry)
+    lock = store._writer.lock = OwnedLock()  # type: ignore[assignment]
+
+    def recording_sync(fd: int) -> None:
+        held = lock.owner == threading.get_ident()
+        syncs.append((os.readlink(f"/proc/self/fd/{fd}"), threading.current_thread().name, held))
+        sync(fd)
+
+    monkeypatch.setattr(os, "fdatasync" if hasattr(os, "fdatasync") else "fsync", recording_sync)
+    async with store:
+        for n in range(100):
+            await store.append("s", deposits(1, n))
+        for _ in range(200):  # the checkpointer's thread is still at work, maybe
+            if syncs:
+                break
+            await anyio.sleep(0.01)
+        assert await store.stream_version("s") == 100
+    assert syncs
+    wal = f"{db}-wal"  # tmp_path is a real path
+    assert set(syncs) == {(wal, "uno-sqlite-checkpointer", False)}
+    assert query(db, "SELECT count(*) FROM uno_events") == [(100,)]
 
 
 # -- small reads on the event loop -----------------------------------------------------
