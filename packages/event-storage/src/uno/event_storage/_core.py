@@ -316,7 +316,7 @@ class EventStoreBase(abc.ABC):
                     PreparedEvent, (event_id, cls.event_type, cls.event_version, data, metadata)
                 )
             )
-        return PreparedAppend(stream_id, expected, prepared)
+        return _new_tuple(PreparedAppend, (stream_id, expected, prepared))
 
     # -- reading ---------------------------------------------------------------
 

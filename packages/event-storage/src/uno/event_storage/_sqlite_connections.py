@@ -414,15 +414,17 @@ class Writer(ConnectionThreads):
             cursor = self._cursor  # one cursor for its own statements, not one each
             if cursor is None or cursor.connection is not connection:
                 cursor = self._cursor = connection.cursor()
-            self._set_waits(connection, False)
+            if self._waits:
+                self._set_waits(connection, False)
             changes = connection.total_changes
             try:
                 result = self._inline_transaction(connection, cursor, first)
             except Recheck:
                 result = self._inline_transaction(connection, cursor, retry)
-            if not isinstance(result, HandOff):
+            if result is not _HAND_OFF:
                 self._pages += _pages(connection.total_changes - changes, size)
-                self._ask_for_checkpoint()
+                if self._pages >= _CHECKPOINT_PAGES:
+                    self._ask_for_checkpoint()
             return result
         finally:
             self.lock.release()

@@ -83,6 +83,7 @@ from uno.event_storage._core import (
     PreparedAppend,
     Row,
     TransactionScope,
+    _new_tuple,
 )
 from uno.event_storage._memory_leases import InMemoryLeaseStore
 from uno.event_storage._sqlite_connections import (
@@ -464,7 +465,7 @@ class SQLiteEventStore(_SQLiteAccess):
             tip = self._tip if writer.undisturbed else None
             results = sql.append(connection, appends, now, tip=tip)
             last = results[-1]  # the highest position: appends number their events in turn
-            self._tip = Tip(last.stream_id, last.stream_version, last.global_position)
+            self._tip = _new_tuple(Tip, (last.stream_id, last.stream_version, last.global_position))
             return results
 
         def retry(connection: sqlite3.Connection) -> list[AppendResult]:
