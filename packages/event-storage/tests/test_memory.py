@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import anyio
 import pytest
@@ -13,6 +13,8 @@ from uno.event_storage import (
     InMemoryLeaseStore,
     open_event_store,
 )
+from uno.event_storage._core import Row
+from uno.event_storage._subscription import DECODE_CHUNK
 from uno.event_storage.exceptions import StoreConfigurationError, StreamDeleted
 from uno.event_storage.testing import (
     AccountOpened,
@@ -329,3 +331,34 @@ async def test_the_default_lag_primitives_walk_the_log_like_the_backend_counts(
         walked = await EventStoreBase._count_events(store, after, before, types, prefix)
         assert walked == await store._count_events(after, before, types, prefix)
     assert await EventStoreBase._log_position(InMemoryEventStore(contract_registry())) == 0
+
+
+async def test_read_all_and_subscriptions_decode_a_page_a_chunk_at_a_time(
+    store: InMemoryEventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    count = DECODE_CHUNK * 2 + 5
+    await store.append("s", [NewEvent(data=MoneyDeposited(amount=n)) for n in range(count)])
+    decoded: list[int] = []
+    decode = store._decode
+
+    def counting(rows: Sequence[Row], stream_id: str | None = None) -> list[RecordedEvent[Event]]:
+        decoded.append(len(rows))
+        return decode(rows, stream_id)
+
+    monkeypatch.setattr(store, "_decode", counting)
+    events = store.read_all(batch_size=count)  # one page of every event
+    first = await anext(events)
+    assert first.global_position == 1
+    assert decoded == [DECODE_CHUNK]  # not the whole page
+    rest = [event async for event in events]
+    assert [e.global_position for e in rest] == list(range(2, count + 1))
+    assert decoded == [DECODE_CHUNK, DECODE_CHUNK, 5]
+    decoded.clear()
+    async with store.subscribe(batch_size=count) as subscription:
+        seen = []
+        async for event in subscription:
+            seen.append(event.global_position)
+            if len(seen) == count:
+                break
+    assert seen == list(range(1, count + 1))
+    assert decoded == [DECODE_CHUNK, DECODE_CHUNK, 5]

@@ -20,7 +20,7 @@ import anyio
 import msgspec
 
 from uno.event_storage import _telemetry
-from uno.event_storage._subscription import Notifier, PollingSubscription
+from uno.event_storage._subscription import DECODE_CHUNK, Notifier, PollingSubscription
 from uno.event_storage.exceptions import StoreConfigurationError
 from uno.events import (
     ANY,
@@ -368,8 +368,9 @@ class EventStoreBase(abc.ABC):
             self._read_pages(after, batch_size, types, stream_prefix)
         ) as pages:
             async for rows in pages:
-                for event in self._decode(rows):
-                    yield event
+                for start in range(0, len(rows), DECODE_CHUNK):
+                    for event in self._decode(rows[start : start + DECODE_CHUNK]):
+                        yield event
 
     async def _read_pages(
         self,

@@ -13,7 +13,18 @@ from uno.events import Event, RecordedEvent
 if TYPE_CHECKING:
     from uno.event_storage._core import EventStoreBase
 
-__all__ = ["Notifier", "PollingSubscription"]
+DECODE_CHUNK = 128
+"""Rows that an iterating read (``read_all``, a subscription) decodes at a time.
+
+A fetched page is decoded a chunk at a time as the caller iterates, not
+whole: a caller that handles each event and lets it go then never holds
+much more than a chunk's objects (a few per event), too few to set off the
+garbage collector, which would otherwise scan a whole page's live events
+several times over. Measured on PostgreSQL: ``read_all`` over 100,000
+events in pages of 1,000 took about a fifth less time.
+"""
+
+__all__ = ["DECODE_CHUNK", "Notifier", "PollingSubscription"]
 
 
 class Notifier:
@@ -94,11 +105,12 @@ class PollingSubscription:
         while not self._stopping():
             ticket = store._notifier.ticket
             rows, scanned_to = await store._read_all(self._after, self._batch_size, None, None)
-            for event in store._decode(rows):
-                if self._stopping():  # closed while the consumer handled an event
-                    return
-                self._after = event.global_position
-                yield event
+            for start in range(0, len(rows), DECODE_CHUNK):
+                for event in store._decode(rows[start : start + DECODE_CHUNK]):
+                    if self._stopping():  # closed while the consumer handled an event
+                        return
+                    self._after = event.global_position
+                    yield event
             if scanned_to is not None:
                 self._after = max(self._after, scanned_to)
                 continue
