@@ -315,6 +315,56 @@ async def test_appends_at_a_version_seen_committed_still_refuse_what_they_must(
 
 
 @pytest.mark.anyio
+async def test_appends_that_read_nothing_first_call_the_small_function(
+    registry: EventRegistry, schema: str, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """New streams and versions seen committed go to ``append_known``; the rest do not."""
+    called: list[str] = []
+    execute = psycopg.AsyncCursor.execute
+
+    async def recording(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(query, str) and query.startswith("SELECT stream_version, global_position"):
+            called.append("known" if "_append_known" in query else "append")
+        return await execute(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.AsyncCursor, "execute", recording)
+    async with (
+        await open_store(postgres_url, registry, schema, auto_migrate=True) as mine,
+        await open_store(postgres_url, registry, schema) as other,
+    ):
+        deposit = [MoneyDeposited(amount=1)]
+        await mine.append("s", deposit, expected_version=NO_STREAM)  # new: known
+        await mine.append("s", deposit, expected_version=1)  # seen: known
+        await mine.append("t", deposit, expected_version=0)  # version 0: known
+        await mine.append("s", deposit)  # ANY: append
+        await other.append("s", deposit, expected_version=3)  # not seen here: append
+        async with mine.transaction() as tx:
+            await tx.append("t", deposit, expected_version=1)  # in a transaction: append
+        assert called == ["known", "known", "known", "append", "append", "append"]
+        called.clear()
+        with pytest.raises(WrongExpectedVersion):  # taken: known, then the locked path
+            await mine.append("t", deposit, expected_version=NO_STREAM)
+        assert called == ["known", "append"]
+        assert [e.stream_version for e in await mine.read_stream("s")] == [1, 2, 3, 4]
+        assert [e.stream_version for e in await mine.read_stream("t")] == [1, 2]
+
+
+@pytest.mark.anyio
+async def test_an_append_of_more_events_than_a_transaction_may_hold_is_refused(
+    store: PostgresEventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(postgres, "_MOST_EVENTS", 2)
+    for expected in (NO_STREAM, ANY):
+        with pytest.raises(StoreConfigurationError, match="at most 2 events"):
+            await store.append(
+                "s", [MoneyDeposited(amount=n) for n in range(3)], expected_version=expected
+            )
+    assert await store.stream_version("s") is None
+    await store.append("s", [MoneyDeposited(amount=n) for n in range(2)])
+    assert await store.stream_version("s") == 2
+
+
+@pytest.mark.anyio
 async def test_a_transactions_own_rows_are_never_taken_as_seen_committed(
     store: PostgresEventStore,
 ) -> None:

@@ -71,6 +71,8 @@ _ROW_COLUMNS = (
     "event_id, stream_id, stream_version, global_position, recorded_at, "
     "event_type, event_version, data, metadata"
 )
+_MOST_EVENTS = 1 << POSITION_BITS
+"""Most events one transaction may append: its positions are its id, then this many."""
 _SAFE_END = f"(pg_snapshot_xmin(pg_current_snapshot())::text::bigint << {POSITION_BITS})"
 _UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout, OSError)
 _KEEP_FOR = 30.0  # seconds a borrowed connection serves before it goes back to the pool
@@ -409,6 +411,10 @@ class PostgresEventStore(EventStoreBase):
 
     async def _append_alone(self, append: PreparedAppend) -> AppendResult:
         """Append in an autocommit transaction of one statement."""
+        if len(append.events) > _MOST_EVENTS:  # the lock-free paths do not check it
+            raise StoreConfigurationError(
+                f"one transaction may append at most {_MOST_EVENTS} events; split the import"
+            )
         async with self._connections.cursor() as cur:
             try:
                 return await self._append_one(cur, append, alone=True)
@@ -466,24 +472,25 @@ class PostgresEventStore(EventStoreBase):
             if alone and isinstance(expected, int) and self._seen.holds(append.stream_id, expected)
             else "exact"
         )
+        version = expected if isinstance(expected, int) else None
         events = append.events
         int4 = _INT4.pack
+        arrays = [
+            _BinaryArray(_UUID_OID, _id_bytes(events), width=16),
+            # Event types are ASCII (validate_event_type): the same in every encoding.
+            _BinaryArray(_TEXT_OID, [e.event_type.encode("ascii") for e in events]),
+            _BinaryArray(_INT4_OID, [int4(e.event_version) for e in events], width=4),
+            _BinaryArray(_BYTEA_OID, [e.data for e in events]),
+            _BinaryArray(_BYTEA_OID, [e.metadata for e in events]),
+        ]
         try:
-            await cur.execute(
-                self._sql.append,
-                [
-                    append.stream_id,
-                    expected if isinstance(expected, int) else None,
-                    state,
-                    _BinaryArray(_UUID_OID, _id_bytes(events), width=16),
-                    # Event types are ASCII (validate_event_type): the same in every encoding.
-                    _BinaryArray(_TEXT_OID, [e.event_type.encode("ascii") for e in events]),
-                    _BinaryArray(_INT4_OID, [int4(e.event_version) for e in events], width=4),
-                    _BinaryArray(_BYTEA_OID, [e.data for e in events]),
-                    _BinaryArray(_BYTEA_OID, [e.metadata for e in events]),
-                    alone,
-                ],
-            )
+            if alone and (state in {"known", "no_stream"} or version == 0):
+                # Nothing to read first: the small function (schema version 4).
+                await cur.execute(self._sql.append_known, [append.stream_id, version or 0, *arrays])
+            else:
+                await cur.execute(
+                    self._sql.append, [append.stream_id, version, state, *arrays, alone]
+                )
         except psycopg.Error as exc:
             error = _contract_error(exc, append)
             if error is exc:
@@ -802,6 +809,10 @@ class _Statements:
             "SELECT stream_version, global_position FROM {append}"
             # Arrays go in binary (%b): dumping bytea arrays as text costs more than the insert.
             "(%s, %s, %s, %b::uuid[], %b::text[], %b::integer[], %b::bytea[], %b::bytea[], %s)"
+        )
+        self.append_known = r(
+            "SELECT stream_version, global_position FROM {append_known}"
+            "(%s, %s, %b::uuid[], %b::text[], %b::integer[], %b::bytea[], %b::bytea[])"
         )
         stream = (
             # Row's columns, but not the stream's id again with every row (read_stream knows it).
