@@ -13,8 +13,7 @@ from uno.event_storage import (
     InMemoryLeaseStore,
     open_event_store,
 )
-from uno.event_storage._core import Row
-from uno.event_storage._subscription import DECODE_CHUNK
+from uno.event_storage._core import DECODE_CHUNK, Row
 from uno.event_storage.exceptions import StoreConfigurationError, StreamDeleted
 from uno.event_storage.testing import (
     AccountOpened,

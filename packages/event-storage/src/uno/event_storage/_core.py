@@ -10,7 +10,14 @@ from __future__ import annotations
 import abc
 import contextlib
 import gc
-from collections.abc import AsyncGenerator, AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Collection,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from datetime import datetime
 from types import TracebackType
 from typing import Any, ClassVar, NamedTuple, NoReturn, Self
@@ -20,7 +27,7 @@ import anyio
 import msgspec
 
 from uno.event_storage import _telemetry
-from uno.event_storage._subscription import DECODE_CHUNK, Notifier, PollingSubscription
+from uno.event_storage._subscription import Notifier, PollingSubscription
 from uno.event_storage.exceptions import StoreConfigurationError
 from uno.events import (
     ANY,
@@ -64,6 +71,17 @@ DEFAULT_MAX_EVENT_SIZE = 1024 * 1024
 _WALK_BATCH = 1000  # rows per _read_all call when a default primitive walks the log
 _EMPTY_METADATA = EventMetadata()
 _new_tuple = tuple.__new__
+
+DECODE_CHUNK = 128
+"""Rows that an iterating read (``read_all``, a subscription) decodes at a time.
+
+A fetched page is decoded a chunk at a time as the caller iterates, not
+whole: a caller that handles each event and lets it go then never holds
+much more than a chunk's objects (a few per event), too few to set off the
+garbage collector, which would otherwise scan a whole page's live events
+several times over. Measured on PostgreSQL: ``read_all`` over 100,000
+events in pages of 1,000 took about a fifth less time.
+"""
 
 
 class PreparedEvent(NamedTuple):
@@ -368,8 +386,8 @@ class EventStoreBase(abc.ABC):
             self._read_pages(after, batch_size, types, stream_prefix)
         ) as pages:
             async for rows in pages:
-                for start in range(0, len(rows), DECODE_CHUNK):
-                    for event in self._decode(rows[start : start + DECODE_CHUNK]):
+                for events in self._decode_chunks(rows):
+                    for event in events:
                         yield event
 
     async def _read_pages(
@@ -447,6 +465,11 @@ class EventStoreBase(abc.ABC):
         validate_stream_id(stream_id)
         version = await self._stream_version(stream_id)
         return version or None
+
+    def _decode_chunks(self, rows: Sequence[Row]) -> Iterator[list[RecordedEvent[Event]]]:
+        """Yield the rows' events, ``DECODE_CHUNK`` rows decoded at a time, as the caller asks."""
+        for start in range(0, len(rows), DECODE_CHUNK):
+            yield self._decode(rows[start : start + DECODE_CHUNK])
 
     def _decode(
         self, rows: Sequence[Row], stream_id: str | None = None

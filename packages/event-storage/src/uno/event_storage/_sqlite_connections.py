@@ -535,11 +535,10 @@ class Writer(ConnectionThreads):
         loop goes on appending; then the WAL file is synced (``_flush_wal``),
         so that the last part's sync finds little to write. Last, under the
         lock, the pin ends, a second checkpoint copies what was appended
-        meanwhile, and the WAL is primed
-        again, which starts it over when all of it was copied. Neither
-        checkpoint waits for another connection; one that cannot copy
-        everything (another connection reads an older snapshot) leaves the
-        rest for the next.
+        meanwhile, and the WAL is primed again, which starts it over when all
+        of it was copied. Neither checkpoint waits for another connection; one
+        that cannot copy everything (another connection reads an older
+        snapshot) leaves the rest for the next.
         """
         with self.lock:
             connection = self.connection

@@ -412,9 +412,7 @@ class PostgresEventStore(EventStoreBase):
     async def _append_alone(self, append: PreparedAppend) -> AppendResult:
         """Append in an autocommit transaction of one statement."""
         if len(append.events) > _MOST_EVENTS:  # the lock-free paths do not check it
-            raise StoreConfigurationError(
-                f"one transaction may append at most {_MOST_EVENTS} events; split the import"
-            )
+            raise _too_many_events(_MOST_EVENTS)
         async with self._connections.cursor() as cur:
             try:
                 return await self._append_one(cur, append, alone=True)
@@ -1135,6 +1133,12 @@ def _reason(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+def _too_many_events(most: int | str) -> StoreConfigurationError:
+    return StoreConfigurationError(
+        f"one transaction may append at most {most} events; split the import"
+    )
+
+
 def _contract_error(exc: psycopg.Error, append: PreparedAppend) -> Exception:
     """Map the append function's SQLSTATEs to the contract's errors; return others as they are."""
     state = exc.sqlstate
@@ -1156,7 +1160,5 @@ def _contract_error(exc: psycopg.Error, append: PreparedAppend) -> Exception:
     if state == SQLSTATES["transaction_order_conflict"]:
         return TransactionOrderConflict(append.stream_id)
     if state == SQLSTATES["too_many_events"]:
-        return StoreConfigurationError(
-            f"one transaction may append at most {message} events; split the import"
-        )
+        return _too_many_events(message)
     return exc
