@@ -65,6 +65,7 @@ SEEDED = SEED_STREAMS * SEED_STREAM_LENGTH
 SHORT_REPEATS = 3  # times more timed runs for the scenarios whose runs are short and vary most
 
 UNO_PG = "uno `PostgresEventStore`"
+UNO_PG_ALONE = "uno `PostgresEventStore`, `group_commit=0`"
 ES_PG = "eventsourcing `PostgresApplicationRecorder`"
 PSYCOPG = "psycopg, blocking"
 PSYCOPG_ASYNC = "psycopg, async"
@@ -191,6 +192,9 @@ def _postgres(runner: asyncio.Runner, workload: Workload, settings: Settings) ->
         threads = stack.enter_context(ThreadPoolExecutor(WRITERS))
         uno = UnoContender(runner, workload, POSTGRES_URL, schema=schema, auto_migrate=True)
         stack.callback(uno.close)
+        # The same store without group commit: every append its own transaction.
+        uno_alone = UnoContender(runner, workload, POSTGRES_URL, schema=schema, group_commit=0)
+        stack.callback(uno_alone.close)
         peer = EventsourcingPostgres(POSTGRES_URL, schema, workload, threads)
         stack.callback(peer.close)
         raw = RawPostgres(POSTGRES_URL, schema, workload, threads)
@@ -250,7 +254,7 @@ def _postgres(runner: asyncio.Runner, workload: Workload, settings: Settings) ->
                 CONCURRENT,
                 {
                     k: partial(w.append_concurrently, WRITERS, CONCURRENT_BATCHES, CONCURRENT_BATCH)
-                    for k, w in contenders.items()
+                    for k, w in {UNO_PG: uno, UNO_PG_ALONE: uno_alone, **contenders}.items()
                 },
                 ops=WRITERS * CONCURRENT_BATCHES,
                 events_per_op=CONCURRENT_BATCH,
@@ -327,6 +331,10 @@ def _postgres_targets(results: Sequence[_Result]) -> list[_Target]:
             f"{CONCURRENT}: uno's events/s / raw unnest INSERT's ({concurrent.fastest(*raw)})",
             concurrent.throughput_ratio(UNO_PG, *raw),
             at_least=0.9,
+        ),
+        _Target(
+            f"{CONCURRENT}: uno's events/s without group commit / raw unnest INSERT's",
+            concurrent.throughput_ratio(UNO_PG_ALONE, *raw),
         ),
         _Target(
             f"{BATCHED}: uno's events/s / eventsourcing's",
@@ -450,9 +458,11 @@ event is a small JSON document such as `{workload.payloads[0].decode()}`
   `RecordedEvent`. Appends expect the stream's exact version. Stores are opened
   with `open_event_store` and driven from one asyncio event loop; concurrent
   writers are tasks. The PostgreSQL store keeps the global order without
-  locking the table and sends `NOTIFY` after commits from a background task
-  (its default); its pool keeps the defaults too: one connection at first,
-  growing to 10 on demand.
+  locking the table and sends `NOTIFY` after commits from a background task;
+  with 2 appends under way, those that arrive meanwhile wait and then share
+  one transaction (group commit); the raw code gives every append a
+  transaction of its own. These are its defaults, as is its pool: one
+  connection at first, growing to 10 on demand.
 - **eventsourcing** recorders get `StoredEvent`s whose state is the JSON,
   encoded before timing, and return `StoredEvent`s and `Notification`s holding
   the bytes, undecoded. Their defaults are kept: the PostgreSQL recorder locks

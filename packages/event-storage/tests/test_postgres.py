@@ -19,8 +19,9 @@ import psycopg_pool
 import pytest
 
 from uno.event_storage import open_event_store, postgres
+from uno.event_storage._append_groups import GroupRefused
 from uno.event_storage._postgres_leases import advisory_lock_key
-from uno.event_storage._postgres_schema import MIGRATIONS, Names
+from uno.event_storage._postgres_schema import MIGRATIONS, POSITION_BITS, Names
 from uno.event_storage.exceptions import (
     SchemaNotMigrated,
     StoreConfigurationError,
@@ -40,6 +41,7 @@ from uno.event_storage.testing import (
 from uno.events import (
     ANY,
     NO_STREAM,
+    AppendResult,
     DuplicateEventId,
     Event,
     EventRegistry,
@@ -100,6 +102,17 @@ async def store(
     store = await open_store(postgres_url, registry, schema, auto_migrate=True, pool_max_size=20)
     async with store:
         yield store
+
+
+@pytest.fixture
+async def one_lane(
+    registry: EventRegistry, schema: str, postgres_url: str
+) -> AsyncIterator[PostgresEventStore]:
+    """A store that runs one append at a time and groups the ones that wait (group_commit=1)."""
+    async with await open_store(
+        postgres_url, registry, schema, auto_migrate=True, group_commit=1
+    ) as one_lane:
+        yield one_lane
 
 
 @pytest.mark.anyio
@@ -362,6 +375,174 @@ async def test_an_append_of_more_events_than_a_transaction_may_hold_is_refused(
     assert await store.stream_version("s") is None
     await store.append("s", [MoneyDeposited(amount=n) for n in range(2)])
     assert await store.stream_version("s") == 2
+
+
+def _transaction_of(position: int) -> int:
+    """Return the transaction id a global position was taken from."""
+    return position >> POSITION_BITS
+
+
+@pytest.mark.anyio
+async def test_appends_that_arrive_while_the_lanes_are_busy_share_a_transaction(
+    one_lane: PostgresEventStore,
+) -> None:
+    store = one_lane
+    streams = [f"group-{n}" for n in range(6)]
+    results = await asyncio.gather(
+        *(
+            store.append(
+                s,
+                [MoneyDeposited(amount=n), MoneyDeposited(amount=-n)],
+                expected_version=NO_STREAM if n % 2 else 0,
+            )
+            for n, s in enumerate(streams)
+        )
+    )
+    # The first took the one lane alone; the five that came meanwhile went together.
+    transactions = [_transaction_of(r.global_position) for r in results]
+    assert transactions[1:] == [transactions[1]] * 5
+    assert transactions[0] != transactions[1]
+    for n, (stream, result) in enumerate(zip(streams, results, strict=True)):
+        assert result.stream_id == stream
+        assert result.stream_version == 2
+        events = await store.read_stream(stream)
+        assert [(e.stream_version, e.data) for e in events] == [
+            (1, MoneyDeposited(amount=n)),
+            (2, MoneyDeposited(amount=-n)),
+        ]
+        assert events[-1].global_position == result.global_position
+    log = [e async for e in store.read_all()]
+    assert len(log) == 12
+    assert sorted(e.global_position for e in log) == [e.global_position for e in log]
+    # Appends go alone again once nothing waits.
+    again = await store.append(streams[0], [MoneyDeposited(amount=9)], expected_version=2)
+    assert again.stream_version == 3
+
+
+@pytest.mark.anyio
+async def test_writers_that_append_again_at_once_go_with_the_next_group(
+    one_lane: PostgresEventStore,
+) -> None:
+    store = one_lane
+    """A freed lane waits for the callers it woke: they append again and join its group."""
+    positions: list[int] = []
+
+    async def writer(stream: str) -> None:
+        for version in range(5):
+            result = await store.append(
+                stream, [MoneyDeposited(amount=version)], expected_version=version
+            )
+            positions.append(result.global_position)
+
+    await asyncio.gather(*(writer(f"loop-{n}") for n in range(4)))
+    # The first append alone, then the other nineteen four at a time (the last three).
+    per_transaction = Counter(_transaction_of(p) for p in positions)
+    assert sorted(per_transaction.values()) == [1, 3, 4, 4, 4, 4]
+    for n in range(4):
+        assert [e.data for e in await store.read_stream(f"loop-{n}")] == [
+            MoneyDeposited(amount=v) for v in range(5)
+        ]
+
+
+@pytest.mark.anyio
+async def test_a_refused_group_makes_each_append_alone_with_its_own_outcome(
+    one_lane: PostgresEventStore,
+) -> None:
+    store = one_lane
+    await store.append("taken", [MoneyDeposited(amount=1)])
+    await store.delete_stream("gone")  # never written: deleted all the same
+    stored = NewEvent(data=MoneyDeposited(amount=2))
+    await store.append("holder", [stored])
+    deposit = [MoneyDeposited(amount=3)]
+    refused: list[int] = []
+    together = store._append_together
+
+    async def recording(appends: list[Any]) -> list[AppendResult]:
+        try:
+            return await together(appends)
+        except GroupRefused:
+            refused.append(len(appends))
+            raise
+
+    assert store._groups is not None
+    store._groups._together = recording
+    outcomes = await asyncio.gather(
+        store.append("first", deposit, expected_version=NO_STREAM),  # takes the lane
+        store.append("fine-1", deposit, expected_version=NO_STREAM),
+        store.append("taken", deposit, expected_version=NO_STREAM),
+        store.append("gone", deposit, expected_version=NO_STREAM),
+        store.append("copy", [stored], expected_version=NO_STREAM),
+        store.append("fine-2", deposit, expected_version=0),
+        return_exceptions=True,
+    )
+    first, fine_1, taken, gone, copy, fine_2 = outcomes
+    assert isinstance(taken, WrongExpectedVersion)
+    assert isinstance(gone, StreamDeleted)
+    assert not gone.hard
+    assert isinstance(copy, DuplicateEventId)
+    assert copy.event_ids == (stored.event_id,)
+    assert refused == [5]  # the five that waited tried together, then went alone
+    fine = {"first": first, "fine-1": fine_1, "fine-2": fine_2}
+    for result in fine.values():
+        assert isinstance(result, AppendResult)
+        assert result.stream_version == 1
+    assert await store.stream_version("taken") == 1
+    assert await store.stream_version("copy") is None
+    assert [e.stream_id async for e in store.read_all()] == [
+        "taken",
+        "holder",
+        *sorted(fine, key=lambda s: cast(AppendResult, fine[s]).global_position),
+    ]
+
+
+@pytest.mark.anyio
+async def test_a_grouped_append_cancelled_while_it_waits_is_all_or_nothing(
+    one_lane: PostgresEventStore,
+) -> None:
+    store = one_lane
+    batches = {
+        f"wait-{n}": [NewEvent(data=MoneyDeposited(amount=m)) for m in range(5)] for n in range(8)
+    }
+    tasks = [
+        asyncio.ensure_future(store.append(s, b, expected_version=NO_STREAM))
+        for s, b in batches.items()
+    ]
+    await asyncio.sleep(0)  # the first holds the lane, the rest wait
+    for task in tasks[1::2]:
+        task.cancel()
+    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    stored = {e.event_id async for e in store.read_all()}
+    for (stream, batch), outcome in zip(batches.items(), outcomes, strict=True):
+        ids = {e.event_id for e in batch}
+        if isinstance(outcome, asyncio.CancelledError):
+            assert ids <= stored or not ids & stored
+        else:
+            assert ids <= stored, stream
+    result = await store.append("after", [MoneyDeposited(amount=1)], expected_version=NO_STREAM)
+    assert result.stream_version == 1
+    assert store._pool.get_stats().get("requests_errors", 0) == 0
+
+
+@pytest.mark.anyio
+async def test_without_group_commit_every_append_has_a_transaction_of_its_own(
+    registry: EventRegistry, schema: str, postgres_url: str
+) -> None:
+    async with await open_store(
+        postgres_url, registry, schema, auto_migrate=True, group_commit=0
+    ) as store:
+        results = await asyncio.gather(
+            *(store.append(f"own-{n}", [MoneyDeposited(amount=n)]) for n in range(6))
+        )
+        assert len({_transaction_of(r.global_position) for r in results}) == 6
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("bad", [-1, True, 1.5, "2"])
+async def test_a_bad_group_commit_is_refused(
+    registry: EventRegistry, schema: str, postgres_url: str, bad: object
+) -> None:
+    with pytest.raises(StoreConfigurationError, match="group_commit must be an int >= 0"):
+        await open_store(postgres_url, registry, schema, auto_migrate=True, group_commit=bad)
 
 
 @pytest.mark.anyio

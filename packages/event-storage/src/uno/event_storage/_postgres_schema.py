@@ -83,6 +83,7 @@ class Names(NamedTuple):
                 "migrations",
                 "append",
                 "append_known",
+                "append_group",
             )
         }
         return template.format(
@@ -526,10 +527,55 @@ END
 $fn$;
 """
 
+# Version 5 adds a function that appends for several autocommit appends in one
+# transaction (the store groups appends that arrive while others are under
+# way). Each append is one the small function could take: its events' versions
+# follow a version seen committed, or start the stream. The caller numbers
+# every event's version; a taken version or a stored id raises
+# unique_violation, and a deleted stream stream_deleted, and the caller then
+# makes each append on its own. The deletion marks are read after the insert,
+# in a newer snapshot, as the small function reads its stream's.
+_V5 = """
+CREATE OR REPLACE FUNCTION {append_group}(
+    p_streams text[],
+    p_owners integer[],
+    p_stream_versions integer[],
+    p_ids uuid[],
+    p_types text[],
+    p_versions integer[],
+    p_data bytea[],
+    p_metadata bytea[]
+) RETURNS bigint LANGUAGE plpgsql AS $fn$
+DECLARE
+    -- Taken before the insert: newer than the id of every event the appends follow.
+    base bigint := pg_current_xact_id()::text::bigint << {bits};
+    deleted_stream text;
+BEGIN
+    -- p_owners holds each event's append, as its stream's index in p_streams.
+    INSERT INTO {events} AS e (global_position, stream_id, stream_version, event_id,
+                               event_type, event_version, data, metadata)
+    SELECT base + u.ord - 1, p_streams[u.owner], u.stream_version, u.id,
+           u.type, u.version, u.data, u.metadata
+      FROM unnest(p_owners, p_stream_versions, p_ids, p_types, p_versions, p_data, p_metadata)
+           WITH ORDINALITY AS u(owner, stream_version, id, type, version, data, metadata, ord);
+    -- Read after the insert, in a newer snapshot: a deletion that committed
+    -- before it shows; a later one waits for these rows (its fence).
+    SELECT s.stream_id INTO deleted_stream FROM {streams} s
+     WHERE s.stream_id = ANY (p_streams) AND s.deleted IS NOT NULL
+     LIMIT 1;
+    IF deleted_stream IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '{stream_deleted}', MESSAGE = deleted_stream;
+    END IF;
+    RETURN base;
+END
+$fn$;
+"""
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "events, streams, snapshots, checkpoints and the append function", _V1),
     (2, "an append function that inserts without ON CONFLICT when it runs alone", _V2),
     (3, "a lock-free append path for exact expected versions", _V3),
     (4, "a small append function for versions seen committed and new streams", _V4),
+    (5, "an append function for several autocommit appends in one transaction", _V5),
 ]
 """``(version, description, SQL template)``, applied in order and recorded."""

@@ -28,6 +28,8 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import Format, TransactionStatus
 from psycopg.rows import TupleRow
 
+from uno.event_storage._append_groups import LARGEST as LARGEST_GROUPED
+from uno.event_storage._append_groups import AppendGroups, GroupRefused
 from uno.event_storage._core import (
     EventStoreBase,
     PreparedAppend,
@@ -103,6 +105,12 @@ class PostgresEventStore(EventStoreBase):
             next ``notify_delay`` together at its end, so a busy writer sends
             one per ``notify_delay`` and remote subscribers hear of its events
             up to that much later.
+        group_commit: Most autocommit appends under way at once before the
+            store groups them: an append that arrives while this many are under
+            way waits, and the appends waiting when one ends share one
+            transaction (each still succeeds or fails alone). Only appends
+            that read nothing first are grouped: a version the store saw
+            committed, or a new stream. 0 turns grouping off.
         owns_pool: Close the pool when the store closes.
         **options: ``serializer``, ``max_event_size``, ``poll_interval``.
     """
@@ -118,12 +126,17 @@ class PostgresEventStore(EventStoreBase):
         table_prefix: str = "uno_",
         notify: bool = True,
         notify_delay: float = 0.05,
+        group_commit: int = 2,
         owns_pool: bool = False,
         **options: Any,
     ) -> None:
         super().__init__(registry, **options)
         if notify_delay < 0:
             raise StoreConfigurationError(f"notify_delay must be >= 0, got {notify_delay}")
+        if type(group_commit) is not int or group_commit < 0:
+            raise StoreConfigurationError(
+                f"group_commit must be an int >= 0 (0 turns grouping off), got {group_commit!r}"
+            )
         self.names = Names.of(schema, table_prefix)
         self.notify = notify
         self.notify_delay = notify_delay
@@ -137,6 +150,11 @@ class PostgresEventStore(EventStoreBase):
         self._sql = _Statements(self.names)
         self._locked: set[str] = set()  # streams a bound store's transaction has locked
         self._seen = SeenVersions()
+        self._groups = (
+            AppendGroups(group_commit, self._append_single, self._append_together)
+            if group_commit
+            else None
+        )
         # LISTEN needs a connection of its own, outside the pool.
         self._conninfo = pool.conninfo if isinstance(pool.conninfo, str) else ""
 
@@ -210,6 +228,9 @@ class PostgresEventStore(EventStoreBase):
                 with anyio.CancelScope(shield=True):
                     await asyncio.gather(task, return_exceptions=True)
         if self._bound is None:
+            if self._groups is not None:
+                with anyio.CancelScope(shield=True):
+                    await self._groups.drain()
             await self._connections.close()
             if self._owns_pool:
                 await self._pool.close()
@@ -410,9 +431,74 @@ class PostgresEventStore(EventStoreBase):
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _append_alone(self, append: PreparedAppend) -> AppendResult:
-        """Append in an autocommit transaction of one statement."""
+        """Append in an autocommit transaction, maybe shared with other appends of this store."""
         if len(append.events) > _MOST_EVENTS:  # the lock-free paths do not check it
             raise _too_many_events(_MOST_EVENTS)
+        if (
+            self._groups is not None
+            and len(append.events) <= LARGEST_GROUPED
+            and self._reads_nothing(append)
+        ):
+            return await self._groups.append(append)
+        return await self._append_single(append)
+
+    def _reads_nothing(self, append: PreparedAppend) -> bool:
+        """Whether the append follows a version seen committed, or starts the stream."""
+        expected = append.expected_version
+        if expected is NO_STREAM:
+            return True
+        return type(expected) is int and (
+            expected == 0 or self._seen.holds(append.stream_id, expected)
+        )
+
+    async def _append_together(self, appends: list[PreparedAppend]) -> list[AppendResult]:
+        """Append for several appends (distinct streams) in one autocommit transaction.
+
+        Raises ``GroupRefused``, having written nothing, when one of them
+        cannot go: a version another writer took, a stored id, a deleted stream.
+        """
+        streams: list[str] = []
+        owners: list[bytes] = []
+        versions: list[bytes] = []
+        events: list[PreparedEvent] = []
+        int4 = _INT4.pack
+        for owner, append in enumerate(appends, start=1):
+            first = _first_version(append)
+            streams.append(append.stream_id)
+            owners += [int4(owner)] * len(append.events)
+            versions += [int4(v) for v in range(first + 1, first + 1 + len(append.events))]
+            events += append.events
+        params = [
+            streams,
+            _BinaryArray(_INT4_OID, owners, width=4),
+            _BinaryArray(_INT4_OID, versions, width=4),
+            *_event_arrays(events),
+        ]
+        async with self._connections.cursor() as cur:
+            try:
+                await cur.execute(self._sql.append_group, params)
+            except psycopg.errors.UniqueViolation as exc:
+                raise GroupRefused from exc
+            except psycopg.Error as exc:
+                if exc.sqlstate == SQLSTATES["stream_deleted"]:
+                    raise GroupRefused from exc
+                raise
+            row = await cur.fetchone()
+        assert row is not None  # the function always returns one row
+        base, results, end = row[0], [], 0
+        for append in appends:
+            end += len(append.events)
+            results.append(
+                AppendResult(
+                    stream_id=append.stream_id,
+                    stream_version=_first_version(append) + len(append.events),
+                    global_position=base + end - 1,
+                )
+            )
+        return results
+
+    async def _append_single(self, append: PreparedAppend) -> AppendResult:
+        """Append in an autocommit transaction of one statement."""
         async with self._connections.cursor() as cur:
             try:
                 return await self._append_one(cur, append, alone=True)
@@ -471,16 +557,7 @@ class PostgresEventStore(EventStoreBase):
             else "exact"
         )
         version = expected if isinstance(expected, int) else None
-        events = append.events
-        int4 = _INT4.pack
-        arrays = [
-            _BinaryArray(_UUID_OID, _id_bytes(events), width=16),
-            # Event types are ASCII (validate_event_type): the same in every encoding.
-            _BinaryArray(_TEXT_OID, [e.event_type.encode("ascii") for e in events]),
-            _BinaryArray(_INT4_OID, [int4(e.event_version) for e in events], width=4),
-            _BinaryArray(_BYTEA_OID, [e.data for e in events]),
-            _BinaryArray(_BYTEA_OID, [e.metadata for e in events]),
-        ]
+        arrays = _event_arrays(append.events)
         try:
             if alone and (state in {"known", "no_stream"} or version == 0):
                 # Nothing to read first: the small function (schema version 4).
@@ -812,6 +889,10 @@ class _Statements:
             "SELECT stream_version, global_position FROM {append_known}"
             "(%s, %s, %b::uuid[], %b::text[], %b::integer[], %b::bytea[], %b::bytea[])"
         )
+        self.append_group = r(
+            "SELECT {append_group}(%b::text[], %b::integer[], %b::integer[], "
+            "%b::uuid[], %b::text[], %b::integer[], %b::bytea[], %b::bytea[])"
+        )
         stream = (
             # Row's columns, but not the stream's id again with every row (read_stream knows it).
             "SELECT " + _ROW_COLUMNS.replace("stream_id", "NULL", 1) + ", "
@@ -1121,6 +1202,25 @@ def _background(work: Coroutine[Any, Any, None]) -> None:
     task = asyncio.get_running_loop().create_task(work)
     _tasks.add(task)
     task.add_done_callback(_tasks.discard)
+
+
+def _event_arrays(events: list[PreparedEvent]) -> list[_BinaryArray]:
+    """Return the append functions' arrays: ids, types, type versions, data, metadata."""
+    int4 = _INT4.pack
+    return [
+        _BinaryArray(_UUID_OID, _id_bytes(events), width=16),
+        # Event types are ASCII (validate_event_type): the same in every encoding.
+        _BinaryArray(_TEXT_OID, [e.event_type.encode("ascii") for e in events]),
+        _BinaryArray(_INT4_OID, [int4(e.event_version) for e in events], width=4),
+        _BinaryArray(_BYTEA_OID, [e.data for e in events]),
+        _BinaryArray(_BYTEA_OID, [e.metadata for e in events]),
+    ]
+
+
+def _first_version(append: PreparedAppend) -> int:
+    """Return the version an append that reads nothing first follows (0: a new stream)."""
+    expected = append.expected_version
+    return expected if type(expected) is int else 0
 
 
 def _id_bytes(events: list[PreparedEvent]) -> list[bytes]:
