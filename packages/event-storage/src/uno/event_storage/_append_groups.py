@@ -98,10 +98,11 @@ class AppendGroups:
             self._idle.set()
 
     def _next_group(self) -> None:
-        if not self._waiting:
+        group = self._take_group()
+        if not group:
             self._release()
             return
-        task = asyncio.get_running_loop().create_task(self._run(self._take_group()))
+        task = asyncio.get_running_loop().create_task(self._run(group))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -112,7 +113,9 @@ class AppendGroups:
         streams: set[str] = set()
         events = 0
         for item in self._waiting:
-            append = item[0]
+            append, future = item
+            if future.done():  # its caller stopped waiting before it was sent: drop it
+                continue
             count = len(append.events)
             if group and (
                 append.stream_id in streams
