@@ -382,6 +382,23 @@ def _transaction_of(position: int) -> int:
     return position >> POSITION_BITS
 
 
+def _record_refusals(store: PostgresEventStore) -> list[int]:
+    """Return the sizes of the store's groups that were refused, as they are."""
+    refused: list[int] = []
+    together = store._append_together
+
+    async def recording(appends: list[Any]) -> list[AppendResult]:
+        try:
+            return await together(appends)
+        except GroupRefused:
+            refused.append(len(appends))
+            raise
+
+    assert store._groups is not None
+    store._groups._together = recording
+    return refused
+
+
 @pytest.mark.anyio
 async def test_appends_that_arrive_while_the_lanes_are_busy_share_a_transaction(
     one_lane: PostgresEventStore,
@@ -454,18 +471,7 @@ async def test_a_refused_group_makes_each_append_alone_with_its_own_outcome(
     stored = NewEvent(data=MoneyDeposited(amount=2))
     await store.append("holder", [stored])
     deposit = [MoneyDeposited(amount=3)]
-    refused: list[int] = []
-    together = store._append_together
-
-    async def recording(appends: list[Any]) -> list[AppendResult]:
-        try:
-            return await together(appends)
-        except GroupRefused:
-            refused.append(len(appends))
-            raise
-
-    assert store._groups is not None
-    store._groups._together = recording
+    refused = _record_refusals(store)
     outcomes = await asyncio.gather(
         store.append("first", deposit, expected_version=NO_STREAM),  # takes the lane
         store.append("fine-1", deposit, expected_version=NO_STREAM),
@@ -493,6 +499,40 @@ async def test_a_refused_group_makes_each_append_alone_with_its_own_outcome(
         "holder",
         *sorted(fine, key=lambda s: cast(AppendResult, fine[s]).global_position),
     ]
+
+
+@pytest.mark.anyio
+async def test_a_group_gives_up_waiting_for_another_transaction_and_its_appends_go_alone(
+    one_lane: PostgresEventStore, registry: EventRegistry, schema: str, postgres_url: str
+) -> None:
+    """A group holds rows of several streams: it never waits long for a lock (no deadlock)."""
+    store = one_lane
+    other = await open_store(postgres_url, registry, schema)
+    deposit = [MoneyDeposited(amount=1)]
+    for stream in ("a", "b"):
+        await store.append(stream, deposit, expected_version=NO_STREAM)  # seen at version 1
+    refused = _record_refusals(store)
+    async with other, other.transaction() as tx:
+        await tx.append("b", deposit, expected_version=1)  # holds b's version 2, uncommitted
+        outcomes = asyncio.gather(
+            store.append("c", deposit, expected_version=NO_STREAM),  # takes the lane
+            store.append("a", deposit, expected_version=1),  # a's version 2: free
+            store.append("b", deposit, expected_version=1),  # b's version 2: the transaction's
+            return_exceptions=True,
+        )
+        # The group of a and b gives up its wait for the open transaction, within
+        # its lock timeout; then a commits alone, and b waits alone.
+        with anyio.fail_after(5):
+            while not refused or await store.stream_version("a") != 2:  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
+        assert refused == [2]
+        assert not outcomes.done()  # b still waits for the transaction
+    c, a, b = await outcomes
+    assert isinstance(c, AppendResult)
+    assert isinstance(a, AppendResult)
+    assert a.stream_version == 2
+    assert isinstance(b, WrongExpectedVersion)
+    assert [e.stream_version for e in await store.read_stream("b")] == [1, 2]
 
 
 @pytest.mark.anyio

@@ -534,7 +534,12 @@ $fn$;
 # every event's version; a taken version or a stored id raises
 # unique_violation, and a deleted stream stream_deleted, and the caller then
 # makes each append on its own. The deletion marks are read after the insert,
-# in a newer snapshot, as the small function reads its stream's.
+# in a newer snapshot, as the small function reads its stream's. Unlike one
+# append, a group holds rows of several streams while it waits for another
+# transaction's row, so it could close a cycle with a transaction that writes
+# those streams in another order: it waits for a lock at most 10 ms, then
+# gives up (lock_not_available), long before PostgreSQL looks for deadlocks
+# (deadlock_timeout, 1 s by default), and its appends go alone.
 _V5 = """
 CREATE OR REPLACE FUNCTION {append_group}(
     p_streams text[],
@@ -545,7 +550,7 @@ CREATE OR REPLACE FUNCTION {append_group}(
     p_versions integer[],
     p_data bytea[],
     p_metadata bytea[]
-) RETURNS bigint LANGUAGE plpgsql AS $fn$
+) RETURNS bigint LANGUAGE plpgsql SET lock_timeout = '10ms' AS $fn$
 DECLARE
     -- Taken before the insert: newer than the id of every event the appends follow.
     base bigint := pg_current_xact_id()::text::bigint << {bits};

@@ -80,6 +80,14 @@ _UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.P
 _KEEP_FOR = 30.0  # seconds a borrowed connection serves before it goes back to the pool
 _IDLE_FOR = 1.0  # seconds an unused borrowed connection waits before it goes back
 _ORDER_RETRIES = 3  # retries of a store-owned append that a lock-free append overtook
+# What makes a group of appends go alone, besides a deleted stream: a version
+# another writer took or a stored id, and a wait for another transaction that
+# the group gave up (its lock_timeout) or PostgreSQL broke (a deadlock).
+_GROUP_REFUSALS = (
+    psycopg.errors.UniqueViolation,
+    psycopg.errors.LockNotAvailable,
+    psycopg.errors.DeadlockDetected,
+)
 
 
 class PostgresEventStore(EventStoreBase):
@@ -477,7 +485,7 @@ class PostgresEventStore(EventStoreBase):
         async with self._connections.cursor() as cur:
             try:
                 await cur.execute(self._sql.append_group, params)
-            except psycopg.errors.UniqueViolation as exc:
+            except _GROUP_REFUSALS as exc:
                 raise GroupRefused from exc
             except psycopg.Error as exc:
                 if exc.sqlstate == SQLSTATES["stream_deleted"]:
