@@ -552,25 +552,26 @@ class PostgresEventStore(EventStoreBase):
         ``alone=False``, which looks them up). Inside a transaction that error
         would abort it: pass ``False``.
         """
-        expected = append.expected_version
-        state = (
-            "any"
-            if expected is ANY
-            else "no_stream"
-            if expected is NO_STREAM
-            else "stream_exists"
-            if expected is STREAM_EXISTS
-            else "known"
-            if alone and isinstance(expected, int) and self._seen.holds(append.stream_id, expected)
-            else "exact"
-        )
-        version = expected if isinstance(expected, int) else None
         arrays = _event_arrays(append.events)
         try:
-            if alone and (state in {"known", "no_stream"} or version == 0):
+            if alone and self._reads_nothing(append):
                 # Nothing to read first: the small function (schema version 4).
-                await cur.execute(self._sql.append_known, [append.stream_id, version or 0, *arrays])
+                await cur.execute(
+                    self._sql.append_known, [append.stream_id, _first_version(append), *arrays]
+                )
             else:
+                expected = append.expected_version
+                # The append function's 'known' state is the small function's case.
+                state = (
+                    "any"
+                    if expected is ANY
+                    else "no_stream"
+                    if expected is NO_STREAM
+                    else "stream_exists"
+                    if expected is STREAM_EXISTS
+                    else "exact"
+                )
+                version = expected if isinstance(expected, int) else None
                 await cur.execute(
                     self._sql.append, [append.stream_id, version, state, *arrays, alone]
                 )
