@@ -525,10 +525,13 @@ far below eventsourcing that floor lies on this machine.
 
 Checkpoints are part of every time. The raw and eventsourcing connections
 checkpoint inside a commit every 1,000 WAL pages (SQLite's default), a few
-times in every run. uno's store checkpoints on a thread of its own after about
-8,192 pages, about every 2,700 single appends: most runs of {SINGLES:,} include
-one, which slows the loop's appends for a few milliseconds while it syncs the
-WAL and the database; the fastest runs are those without.
+times in every run (a few milliseconds each on this machine). uno's store
+checkpoints on a thread of its own after about 8,192 pages, about every 2,700
+single appends: most runs of {SINGLES:,} include one. It copies and syncs
+while the loop goes on appending; only its last millisecond or so, which
+copies what was appended meanwhile and starts the WAL over, holds the
+writer, and one append waits for it. The syncs' disk writes still slow the
+loop's appends a little while they run; the fastest runs are those without.
 
 {_results_table(sqlite)}
 

@@ -852,8 +852,87 @@ class OwnedLock:
         self.release()
 
 
+class RecordedLock(OwnedLock):
+    """An ``OwnedLock`` that notes which thread took it, and when."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.taken: list[tuple[str, float]] = []
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        if taken := super().acquire(blocking, timeout):
+            self.taken.append((threading.current_thread().name, time.monotonic()))
+        return taken
+
+
+def record_checkpoints(monkeypatch: pytest.MonkeyPatch) -> list[tuple[float, float]]:
+    """Note when each of the checkpointer's checkpoints began and ended."""
+    checkpoints: list[tuple[float, float]] = []
+    checkpoint = connections.Writer._checkpoint
+
+    def recorded(self: connections.Writer, *helpers: sqlite3.Connection) -> None:
+        began = time.monotonic()
+        try:
+            checkpoint(self, *helpers)
+        finally:
+            checkpoints.append((began, time.monotonic()))
+
+    monkeypatch.setattr(connections.Writer, "_checkpoint", recorded)
+    return checkpoints
+
+
+async def test_while_the_loop_appends_a_checkpoint_takes_the_writers_lock_once(
+    db: Path, registry: EventRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each time the checkpointer holds the lock, an inline append hands off to the
+    # writer thread and waits for it. While the loop appends, its own commits keep
+    # the WAL primed: only the last part of a checkpoint (starting the WAL over)
+    # needs the lock.
+    monkeypatch.setattr(connections, "_CHECKPOINT_PAGES", 64)  # one in about 21 appends
+    monkeypatch.setattr(connections, "_PIN_WAIT", 10.0, raising=False)  # no priming by timeout
+    checkpoints = record_checkpoints(monkeypatch)
+    store = await open_store(db, registry)
+    lock = store._writer.lock = RecordedLock()  # type: ignore[assignment]
+    appended = 0
+    async with store:
+        while len(checkpoints) < 5 and appended < 20_000:  # a checkpoint takes milliseconds
+            await store.append(f"s-{appended % 10}", deposits(1, appended))
+            appended += 1
+        stopped = time.monotonic()
+    whole = [(began, ended) for began, ended in checkpoints if ended < stopped]
+    assert len(whole) >= 5
+    held = [at for thread, at in lock.taken if thread == "uno-sqlite-checkpointer"]
+    for began, ended in whole:
+        assert len([at for at in held if began <= at <= ended]) == 1
+    assert query(db, "SELECT count(*) FROM uno_events") == [(appended,)]
+
+
+async def test_when_the_loop_is_quiet_the_checkpointer_primes_the_wal_itself(
+    db: Path, registry: EventRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(connections, "_CHECKPOINT_PAGES", 64)
+    checkpoints = record_checkpoints(monkeypatch)
+    async with await open_store(db, registry) as store:
+        for n in range(30):  # about 90 pages, then nothing
+            await store.append("s", deposits(1, n))
+        for _ in range(200):
+            if checkpoints:
+                break
+            await anyio.sleep(0.01)
+        assert len(checkpoints) == 1
+        before = handed_off(store)
+        await store.append("s", deposits(1, 30))
+        assert handed_off(store) == before  # primed: inline
+        # The WAL was copied whole and started over: it holds the priming frame and
+        # the last append's, not the 90 or so before.
+        busy, frames, _ = query(db, "PRAGMA wal_checkpoint(PASSIVE)")[0]
+        assert busy == 0
+        assert 2 <= frames <= 6
+    assert query(db, "SELECT count(*) FROM uno_events") == [(31,)]
+
+
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads file names from /proc")
-async def test_the_checkpointer_syncs_the_wal_before_its_locked_part(
+async def test_the_checkpointer_syncs_the_wal_and_the_database_before_its_locked_part(
     db: Path, registry: EventRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(connections, "_CHECKPOINT_PAGES", 64)  # one in about 21 appends
@@ -877,8 +956,9 @@ async def test_the_checkpointer_syncs_the_wal_before_its_locked_part(
             await anyio.sleep(0.01)
         assert await store.stream_version("s") == 100
     assert syncs
-    wal = f"{db}-wal"  # tmp_path is a real path
-    assert set(syncs) == {(wal, "uno-sqlite-checkpointer", False)}
+    # tmp_path is a real path. (SQLite's own syncs, in C, are not seen here.)
+    checkpointer = "uno-sqlite-checkpointer"
+    assert set(syncs) == {(f"{db}-wal", checkpointer, False), (str(db), checkpointer, False)}
     assert query(db, "SELECT count(*) FROM uno_events") == [(100,)]
 
 

@@ -49,10 +49,24 @@ _CHECKPOINT_PAGES = 8192
 Eight times SQLite's default. The end of each checkpoint holds the writer for
 a few syncs, whatever the WAL's size, so fewer, larger checkpoints cost
 appends less: in the benchmark, single appends took about 15% less time than
-with 1,000 pages. The price is a WAL file of up to about 32 MiB.
+with 1,000 pages. Larger is not better: with 16,384 pages appends were as
+fast or slower, and with no checkpoints at all about twice as slow (SQLite's
+lookups in the WAL index cover every 4,096-frame part not yet copied). The
+price is a WAL file of up to about 32 MiB.
 """
+_PIN_WAIT = 0.005
+"""Seconds the checkpointer waits for the loop to commit after a new snapshot, before it primes.
+
+While the loop appends, its next commits write frames that the snapshot
+cannot see, so the checkpointer need not take the writer's lock to prime the
+WAL: any moment it holds that lock, an inline append hands off to the writer
+thread, whose wake-up costs the append a millisecond or more on a busy 2-core
+machine.
+"""
+_PIN_POLL = 0.0001
+"""Seconds between the checkpointer's looks at the loop's commits while it waits for them."""
 _FLUSH_ROUNDS = 3
-"""Most times ``_flush_wal`` syncs the WAL before the last, locked checkpoint."""
+"""Most times ``_flush`` syncs a file before the last, locked checkpoint."""
 _FLUSH_ENOUGH = 0.0005
 """A sync of the WAL that took less than this many seconds leaves little for the checkpoint's."""
 INLINE_MAX_BYTES = 256 * 1024
@@ -372,8 +386,11 @@ class Writer(ConnectionThreads):
         append found and wrote then still holds.
         """
         self._wrote = False  # rows changed since the WAL was last primed, or tried to be
-        self._pages = 0  # estimated WAL pages written since the last checkpoint began
-        self._checkpoint_asked = False
+        self._pages = 0  # estimated WAL pages written, ever (only under the lock)
+        self._checkpointed_pages = 0  # what _pages was when the last checkpoint began
+        # Inline commits that wrote rows, ever: each wrote a frame that no snapshot
+        # taken before its transaction began can see. Read without the lock.
+        self._inline_commits = 0
         self._checkpoint_wanted = threading.Event()
         self._checkpointer = threading.Thread(
             target=self._checkpoints,
@@ -421,10 +438,10 @@ class Writer(ConnectionThreads):
                 result = self._inline_transaction(connection, cursor, first)
             except Recheck:
                 result = self._inline_transaction(connection, cursor, retry)
-            if result is not _HAND_OFF:
-                self._pages += _pages(connection.total_changes - changes, size)
-                if self._pages >= _CHECKPOINT_PAGES:
-                    self._ask_for_checkpoint()
+            if result is not _HAND_OFF and (changed := connection.total_changes - changes):
+                self._inline_commits += 1
+                self._pages += _pages(changed, size)
+                self._ask_for_checkpoint()
             return result
         finally:
             self.lock.release()
@@ -486,7 +503,8 @@ class Writer(ConnectionThreads):
     def _after(self, connection: sqlite3.Connection) -> None:
         if not self.inline or (
             # Nothing to do, as far as one can tell without the lock.
-            (self._primed or not self._wrote) and self._pages < _CHECKPOINT_PAGES
+            (self._primed or not self._wrote)
+            and self._pages - self._checkpointed_pages < _CHECKPOINT_PAGES
         ):
             return
         with self.lock:
@@ -498,27 +516,26 @@ class Writer(ConnectionThreads):
 
     def _ask_for_checkpoint(self) -> None:
         """Wake the checkpointer if enough was written (call it holding the lock)."""
-        if self._pages >= _CHECKPOINT_PAGES and not self._checkpoint_asked:
-            self._checkpoint_asked = True
+        if (
+            self._pages - self._checkpointed_pages >= _CHECKPOINT_PAGES
+            and not self._checkpoint_wanted.is_set()
+        ):
             self._checkpoint_wanted.set()
 
     def _checkpoints(self, connect: Callable[[], sqlite3.Connection]) -> None:
-        """The checkpointer thread: checkpoint when asked, with two connections of its own."""
-        helpers: tuple[sqlite3.Connection, sqlite3.Connection] | None = None
+        """The checkpointer thread: checkpoint when asked, with three connections of its own."""
+        helpers: tuple[sqlite3.Connection, sqlite3.Connection, sqlite3.Connection] | None = None
         try:
             while True:
                 self._checkpoint_wanted.wait()
-                self._checkpoint_wanted.clear()
                 if self.stopped:
                     return
-                with self.lock:
-                    self._checkpoint_asked = False
-                    connection = self.connection
-                    if connection is None or connection.in_transaction:
-                        continue  # the writer asks again when the transaction ends
-                    self._pages = 0  # a failed checkpoint is tried after as many pages again
+                # Not under the lock: the loop may be appending. A write counted
+                # between these two lines is left to the next checkpoint's count.
+                self._checkpointed_pages = self._pages
+                self._checkpoint_wanted.clear()
                 try:
-                    helpers = helpers or (connect(), connect())
+                    helpers = helpers or (connect(), connect(), connect())
                     self._checkpoint(*helpers)
                 except sqlite3.Error:
                     _close_all(helpers or ())
@@ -526,42 +543,83 @@ class Writer(ConnectionThreads):
         finally:
             _close_all(helpers or ())
 
-    def _checkpoint(self, checkpointer: sqlite3.Connection, pin: sqlite3.Connection) -> None:
+    def _checkpoint(
+        self,
+        checkpointer: sqlite3.Connection,
+        pin: sqlite3.Connection,
+        next_pin: sqlite3.Connection,
+    ) -> None:
         """Copy the WAL into the database, keeping the lock only for the last part.
 
-        First, under the lock, ``pin`` opens a snapshot and the WAL is primed
-        after it. Then, without the lock, a ``PASSIVE`` checkpoint copies what
-        the pin sees: not the primed frame, so the WAL stays primed while the
-        loop goes on appending; then the WAL file is synced (``_flush_wal``),
-        so that the last part's sync finds little to write. Last, under the
-        lock, the pin ends, a second checkpoint copies what was appended
-        meanwhile, and the WAL is primed again, which starts it over when all
-        of it was copied. Neither checkpoint waits for another connection; one
-        that cannot copy everything (another connection reads an older
-        snapshot) leaves the rest for the next.
+        First ``pin`` opens a snapshot, and the WAL gets a frame after it
+        (``_pin``). Then, without the lock, a ``PASSIVE`` checkpoint copies
+        what the pin sees: not that frame, so the WAL stays primed while the
+        loop goes on appending; the WAL file is synced (``_flush``), so
+        that the later checkpoints' syncs find little to write. Then
+        ``next_pin`` opens a newer snapshot, the first pin ends, and a second
+        ``PASSIVE`` checkpoint copies what was appended meanwhile, still
+        without the lock; the database and the WAL are synced. (SQLite syncs
+        the database only after a checkpoint that copied the whole WAL: the
+        last one.) Last, under the lock, the second pin ends, a third
+        checkpoint copies the little appended since, and the WAL is primed
+        again, which starts it over when all of it was copied. If no pin can
+        be had (see ``_pin``), the whole checkpoint is that last part. No
+        checkpoint waits for another connection; one that cannot copy
+        everything (another connection reads an older snapshot) leaves the
+        rest for the next.
         """
-        with self.lock:
-            connection = self.connection
-            if connection is None or connection.in_transaction:
-                return  # a transaction began since the checkpointer looked
-            pin.execute("BEGIN")
-            try:
-                pin.execute("SELECT count(*) FROM sqlite_master").fetchone()
-            except BaseException:
-                pin.execute("ROLLBACK")
-                raise
-            self._prime(connection)
+        pins: list[sqlite3.Connection] = []
         try:
+            if not self._pin(pin, pins):
+                return
             checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            _flush_wal(checkpointer)
+            _flush(checkpointer, "-wal")
+            if self._pin(next_pin, pins):
+                _end_snapshot(pins.pop(0))
+                checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                _flush(checkpointer, "")  # what the checkpoints copied: synced once all is
+                _flush(checkpointer, "-wal")
         finally:
             with self.lock:
-                pin.execute("ROLLBACK")
+                while pins:
+                    _end_snapshot(pins.pop())
                 self._primed = False
                 checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 connection = self.connection
                 if connection is not None and not connection.in_transaction:
                     self._prime(connection)  # else the writer primes after the transaction
+
+    def _pin(self, pin: sqlite3.Connection, pins: list[sqlite3.Connection]) -> bool:
+        """Open a snapshot on ``pin`` with a frame after it in the WAL; ``False`` if it cannot.
+
+        The frame is the loop's: the second inline commit counted after the
+        snapshot opened began its transaction after it (each holds the lock
+        from ``BEGIN`` to its count). While the loop appends, that takes a few
+        hundred microseconds and never the lock. If the loop is quiet for
+        ``_PIN_WAIT`` seconds (or the store is closing), the WAL is primed
+        under the lock instead; it cannot be while a ``store.transaction()``
+        is open or another process writes, and then the pin ends and
+        ``False`` is returned.
+        """
+        pin.execute("BEGIN")
+        pins.append(pin)
+        pin.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        enough = self._inline_commits + 2
+        deadline = time.monotonic() + _PIN_WAIT
+        while self._inline_commits < enough:
+            if self.stopped or time.monotonic() >= deadline:
+                with self.lock:
+                    connection = self.connection
+                    if connection is None or connection.in_transaction:
+                        _end_snapshot(pins.pop())
+                        return False
+                    self._prime(connection)
+                    if self._primed:
+                        return True
+                    _end_snapshot(pins.pop())  # another process writes: try again later
+                    return False
+            time.sleep(_PIN_POLL)
+        return True
 
     def _prime(self, connection: sqlite3.Connection) -> None:
         """Write one page (``user_version``, rewritten as it is), unless that would wait.
@@ -606,21 +664,22 @@ class Writer(ConnectionThreads):
             self._checkpointer.join()
 
 
-def _flush_wal(connection: sqlite3.Connection) -> None:
-    """Write the WAL's cached pages to disk, so that the next checkpoint's sync has little to do.
+def _flush(connection: sqlite3.Connection, suffix: str) -> None:
+    """Write a file's cached pages to disk, so that the next checkpoint's sync has little to do.
 
-    The last checkpoint runs under the writer's lock and syncs the WAL first:
-    on its own, that sync writes all the loop appended while the first
-    checkpoint ran (megabytes: milliseconds in which the loop cannot
-    append). Syncing the file from here first, without the lock, takes as
-    long but blocks nobody; each round writes what was appended during the
+    ``suffix`` names the file: ``"-wal"`` the WAL, ``""`` the database. The
+    last checkpoint runs under the writer's lock, syncs the WAL first and,
+    having copied all of it, the database: on its own, each sync writes what
+    was written since the last (megabytes: milliseconds in which the loop
+    cannot append). Syncing the file from here first, without the lock, takes
+    as long but blocks nobody; each round writes what was written during the
     one before, a few times less. Nothing depends on it: a file that cannot
     be opened or synced is left to the checkpoint.
     """
     sync = getattr(os, "fdatasync", os.fsync)
     try:
         ((_, _, path), *_) = connection.execute("PRAGMA database_list").fetchall()
-        fd = os.open(f"{path}-wal", os.O_RDONLY)
+        fd = os.open(f"{path}{suffix}", os.O_RDONLY)
     except (sqlite3.Error, OSError):
         return
     try:
@@ -633,6 +692,11 @@ def _flush_wal(connection: sqlite3.Connection) -> None:
         return
     finally:
         os.close(fd)
+
+
+def _end_snapshot(connection: sqlite3.Connection) -> None:
+    with contextlib.suppress(sqlite3.Error):
+        connection.execute("ROLLBACK")
 
 
 def _close_all(connections: tuple[sqlite3.Connection, ...]) -> None:

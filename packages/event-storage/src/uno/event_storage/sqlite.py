@@ -33,7 +33,9 @@ turns the writer connection's automatic checkpoints off and checkpoints on a
 thread of its own, after about 8,192 pages (a WAL of up to 32 MiB); and the
 loop's thread commits only while the WAL is "primed": it holds a page that no
 checkpoint could copy yet, so a commit cannot start the WAL over (the
-writer primes it by rewriting ``PRAGMA user_version`` with the value it has).
+writer primes it by rewriting ``PRAGMA user_version`` with the value it has;
+while the loop appends, its own commits do that, and the checkpointer holds
+the writer only for the last step of a checkpoint: see ``Writer``).
 A commit by another process may come with a checkpoint of that process, so
 the next append goes to the writer thread, which primes the WAL again. What
 is left is the operating system's work: reading pages and writing the WAL,
