@@ -25,7 +25,7 @@ from uno.event_storage import _sqlite_connections as connections
 from uno.event_storage import open_event_store
 from uno.event_storage._sqlite_connections import _CHECKPOINT_PAGES
 from uno.event_storage._sqlite_ids import assigned_id, assigned_position, id_base, salt_from_bytes
-from uno.event_storage._sqlite_schema import MIGRATIONS
+from uno.event_storage._sqlite_schema import _COPIED_BLOB, MIGRATIONS
 from uno.event_storage._subscription import Notifier
 from uno.event_storage.exceptions import (
     DuplicateEventId,
@@ -49,6 +49,7 @@ from uno.events import (
     NO_STREAM,
     Direction,
     Event,
+    EventMetadata,
     EventRegistry,
     LeaseStore,
     NewEvent,
@@ -240,6 +241,35 @@ async def test_ids_the_store_assigns_carry_their_position_and_skip_the_index(
             assert event.event_id.int >> 80 == since_epoch // timedelta(milliseconds=1)
     # Two databases number their events alike, but their salts make the ids differ.
     assert not set(ids["one"]) & set(ids["two"])
+
+
+async def test_ids_data_and_metadata_are_stored_as_blobs_of_their_bytes(
+    db: Path, registry: EventRegistry
+) -> None:
+    # Small blobs are bound as bytearray copies (cheaper for sqlite3 than bytes),
+    # large ones as they are: both must store the same BLOB, empty metadata included.
+    chosen = uuid7()
+    large = "x" * (_COPIED_BLOB + 1)
+    tagged = EventMetadata(tenant_id="t-1", headers={"k": "v"})
+    async with await open_store(db, registry) as store:
+        await store.append("s", [MoneyDeposited(amount=1)])
+        await store.append(
+            "s", [NewEvent(data=AccountOpened(owner=large), event_id=chosen, metadata=tagged)]
+        )
+        events = await store.read_stream("s")
+    rows = query(
+        db,
+        "SELECT typeof(event_id), typeof(data), typeof(metadata), length(metadata), event_id "
+        "FROM uno_events ORDER BY position",
+    )
+    assert [row[:3] for row in rows] == [("blob", "blob", "blob")] * 2
+    assert rows[0][3] == 0
+    assert rows[1][3] > 0
+    assert [row[4] for row in rows] == [e.event_id.bytes for e in events]
+    assert events[1].event_id == chosen
+    assert events[1].data == AccountOpened(owner=large)
+    assert events[1].metadata == tagged
+    assert events[0].data == MoneyDeposited(amount=1)
 
 
 async def test_a_chosen_id_that_decodes_to_a_stored_position_is_no_duplicate(
