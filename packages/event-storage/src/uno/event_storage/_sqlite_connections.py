@@ -572,13 +572,15 @@ class Writer(ConnectionThreads):
         try:
             if not self._pin(pin, pins):
                 return
+            ((_, _, database), *_) = checkpointer.execute("PRAGMA database_list").fetchall()
+            wal = f"{database}-wal"
             checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            _flush(checkpointer, "-wal")
+            _flush(wal)
             if self._pin(next_pin, pins):
                 _end_snapshot(pins.pop(0))
                 checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                _flush(checkpointer, "")  # what the checkpoints copied: synced once all is
-                _flush(checkpointer, "-wal")
+                _flush(database)  # what the checkpoints copied: synced once all is
+                _flush(wal)
         finally:
             with self.lock:
                 while pins:
@@ -606,20 +608,18 @@ class Writer(ConnectionThreads):
         pin.execute("SELECT count(*) FROM sqlite_master").fetchone()
         enough = self._inline_commits + 2
         deadline = time.monotonic() + _PIN_WAIT
-        while self._inline_commits < enough:
-            if self.stopped or time.monotonic() >= deadline:
-                with self.lock:
-                    connection = self.connection
-                    if connection is None or connection.in_transaction:
-                        _end_snapshot(pins.pop())
-                        return False
-                    self._prime(connection)
-                    if self._primed:
-                        return True
-                    _end_snapshot(pins.pop())  # another process writes: try again later
-                    return False
+        while self._inline_commits < enough and not self.stopped and time.monotonic() < deadline:
             time.sleep(_PIN_POLL)
-        return True
+        if self._inline_commits >= enough:
+            return True
+        with self.lock:
+            connection = self.connection
+            if connection is not None and not connection.in_transaction:
+                self._prime(connection)
+                if self._primed:
+                    return True
+        _end_snapshot(pins.pop())  # another process may be writing: try again later
+        return False
 
     def _prime(self, connection: sqlite3.Connection) -> None:
         """Write one page (``user_version``, rewritten as it is), unless that would wait.
@@ -664,23 +664,22 @@ class Writer(ConnectionThreads):
             self._checkpointer.join()
 
 
-def _flush(connection: sqlite3.Connection, suffix: str) -> None:
+def _flush(path: str) -> None:
     """Write a file's cached pages to disk, so that the next checkpoint's sync has little to do.
 
-    ``suffix`` names the file: ``"-wal"`` the WAL, ``""`` the database. The
-    last checkpoint runs under the writer's lock, syncs the WAL first and,
-    having copied all of it, the database: on its own, each sync writes what
-    was written since the last (megabytes: milliseconds in which the loop
-    cannot append). Syncing the file from here first, without the lock, takes
-    as long but blocks nobody; each round writes what was written during the
-    one before, a few times less. Nothing depends on it: a file that cannot
-    be opened or synced is left to the checkpoint.
+    ``path`` is the WAL's or the database's. The last checkpoint runs under
+    the writer's lock, syncs the WAL first and, having copied all of it, the
+    database: on its own, each sync writes what was written since the last
+    (megabytes: milliseconds in which the loop cannot append). Syncing the
+    file from here first, without the lock, takes as long but blocks nobody;
+    each round writes what was written during the one before, a few times
+    less. Nothing depends on it: a file that cannot be opened or synced is
+    left to the checkpoint.
     """
     sync = getattr(os, "fdatasync", os.fsync)
     try:
-        ((_, _, path), *_) = connection.execute("PRAGMA database_list").fetchall()
-        fd = os.open(f"{path}{suffix}", os.O_RDONLY)
-    except (sqlite3.Error, OSError):
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
         return
     try:
         for _ in range(_FLUSH_ROUNDS):

@@ -185,7 +185,6 @@ are, but looks up an adapter for any other type, ``bytes`` included: a tuple,
 a dict lookup and two attribute lookups, about half a microsecond for each
 blob. Copying a small blob costs less than that; a large one more.
 """
-_NO_METADATA = bytearray()  # bound as the empty blob; never changed
 _STATE = (
     "SELECT (SELECT max(stream_version) FROM {p}events WHERE stream_id = ?1), "
     "(SELECT deleted FROM {p}streams WHERE stream_id = ?1)"
@@ -515,9 +514,7 @@ class SQLiteSchema:
                 event.event_type,
                 event.event_version,
                 bytearray(data) if len(data) <= _COPIED_BLOB else data,
-                (bytearray(metadata) if len(metadata) <= _COPIED_BLOB else metadata)
-                if metadata
-                else _NO_METADATA,
+                bytearray(metadata) if len(metadata) <= _COPIED_BLOB else metadata,
                 recorded_at,
             )
         try:
