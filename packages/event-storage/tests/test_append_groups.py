@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from uno.event_storage import _append_groups
-from uno.event_storage._append_groups import AppendGroups, GroupRefused
-from uno.event_storage._core import PreparedAppend, PreparedEvent
+from uno.event_storage._prepared import PreparedAppend, PreparedEvent
+from uno.event_storage.postgres import _append_groups
+from uno.event_storage.postgres._append_groups import AppendGroups, GroupRefused
 from uno.events import AppendResult
 
 

@@ -13,7 +13,7 @@ from uno.event_storage import (
     InMemoryLeaseStore,
     open_event_store,
 )
-from uno.event_storage._core import DECODE_CHUNK, Row
+from uno.event_storage._prepared import DECODE_CHUNK, Row
 from uno.event_storage.exceptions import StoreConfigurationError, StreamDeleted
 from uno.event_storage.testing import (
     AccountOpened,

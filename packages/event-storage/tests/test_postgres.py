@@ -18,10 +18,7 @@ import psycopg
 import psycopg_pool
 import pytest
 
-from uno.event_storage import open_event_store, postgres
-from uno.event_storage._append_groups import GroupRefused
-from uno.event_storage._postgres_leases import advisory_lock_key
-from uno.event_storage._postgres_schema import MIGRATIONS, POSITION_BITS, Names
+from uno.event_storage import open_event_store
 from uno.event_storage.exceptions import (
     SchemaNotMigrated,
     StoreConfigurationError,
@@ -29,7 +26,17 @@ from uno.event_storage.exceptions import (
     StreamDeleted,
     TransactionOrderConflict,
 )
-from uno.event_storage.postgres import PostgresEventStore, PostgresLease, SeenVersions
+from uno.event_storage.postgres import (
+    PostgresEventStore,
+    PostgresLease,
+    SeenVersions,
+    _appends,
+    _connections,
+    _store,
+)
+from uno.event_storage.postgres._append_groups import GroupRefused
+from uno.event_storage.postgres._leases import advisory_lock_key
+from uno.event_storage.postgres._schema import MIGRATIONS, POSITION_BITS, Names
 from uno.event_storage.testing import (
     EventStoreContract,
     MoneyDeposited,
@@ -366,7 +373,7 @@ async def test_appends_that_read_nothing_first_call_the_small_function(
 async def test_an_append_of_more_events_than_a_transaction_may_hold_is_refused(
     store: PostgresEventStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(postgres, "_MOST_EVENTS", 2)
+    monkeypatch.setattr(_appends, "_MOST_EVENTS", 2)
     for expected in (NO_STREAM, ANY):
         with pytest.raises(StoreConfigurationError, match="at most 2 events"):
             await store.append(
@@ -808,14 +815,14 @@ async def test_kept_connections_go_back_to_a_shared_pool_when_idle_or_old_and_on
     try:
         store = PostgresEventStore(registry, pool=pool, schema=schema, notify=False)
         await store.migrate()
-        monkeypatch.setattr(postgres, "_IDLE_FOR", 0.05)
+        monkeypatch.setattr(_connections, "_IDLE_FOR", 0.05)
         await store.append("s", [MoneyDeposited(amount=1)])
         assert len(store._connections._free) == 1
         await eventually(lambda: not store._connections._free)
-        monkeypatch.setattr(postgres, "_KEEP_FOR", 0.0)
+        monkeypatch.setattr(_connections, "_KEEP_FOR", 0.0)
         await store.append("s", [MoneyDeposited(amount=2)], expected_version=1)
         assert store._connections._free == []
-        monkeypatch.setattr(postgres, "_KEEP_FOR", 30.0)
+        monkeypatch.setattr(_connections, "_KEEP_FOR", 30.0)
         async with anyio.create_task_group() as writers:
             for n in range(3):
                 writers.start_soon(store.append, f"t{n}", [MoneyDeposited(amount=1)])
@@ -918,7 +925,7 @@ async def test_migrations_are_recorded_idempotent_and_safe_in_parallel(
 async def test_a_schema_at_version_1_is_upgraded_and_keeps_its_events(
     registry: EventRegistry, schema: str, postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(postgres, "MIGRATIONS", MIGRATIONS[:1])
+    monkeypatch.setattr(_store, "MIGRATIONS", MIGRATIONS[:1])
     async with await open_store(postgres_url, registry, schema, auto_migrate=True) as old:
         assert await old.schema_version() == 1
         names = old.names

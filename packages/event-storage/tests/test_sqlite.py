@@ -21,11 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from uno.event_storage import _sqlite_connections as connections
 from uno.event_storage import open_event_store
-from uno.event_storage._sqlite_connections import _CHECKPOINT_PAGES
-from uno.event_storage._sqlite_ids import assigned_id, assigned_position, id_base, salt_from_bytes
-from uno.event_storage._sqlite_schema import _COPIED_BLOB, MIGRATIONS
 from uno.event_storage._subscription import Notifier
 from uno.event_storage.exceptions import (
     DuplicateEventId,
@@ -36,7 +32,10 @@ from uno.event_storage.exceptions import (
     StreamDeleted,
     WrongExpectedVersion,
 )
-from uno.event_storage.sqlite import INLINE_ROWS, SQLiteEventStore
+from uno.event_storage.sqlite import INLINE_ROWS, SQLiteEventStore, _writer
+from uno.event_storage.sqlite._ids import assigned_id, assigned_position, id_base, salt_from_bytes
+from uno.event_storage.sqlite._sql import COPIED_BLOB, MIGRATIONS
+from uno.event_storage.sqlite._writer import _CHECKPOINT_PAGES
 from uno.event_storage.testing import (
     AccountOpened,
     EventStoreContract,
@@ -249,7 +248,7 @@ async def test_ids_data_and_metadata_are_stored_as_blobs_of_their_bytes(
     # Small blobs are bound as bytearray copies (cheaper for sqlite3 than bytes),
     # large ones as they are: both must store the same BLOB, empty metadata included.
     chosen = uuid7()
-    large = "x" * (_COPIED_BLOB + 1)
+    large = "x" * (COPIED_BLOB + 1)
     tagged = EventMetadata(tenant_id="t-1", headers={"k": "v"})
     async with await open_store(db, registry) as store:
         await store.append("s", [MoneyDeposited(amount=1)])
@@ -898,16 +897,16 @@ class RecordedLock(OwnedLock):
 def record_checkpoints(monkeypatch: pytest.MonkeyPatch) -> list[tuple[float, float]]:
     """Note when each of the checkpointer's checkpoints began and ended."""
     checkpoints: list[tuple[float, float]] = []
-    checkpoint = connections.Writer._checkpoint
+    checkpoint = _writer.Writer._checkpoint
 
-    def recorded(self: connections.Writer, *helpers: sqlite3.Connection) -> None:
+    def recorded(self: _writer.Writer, *helpers: sqlite3.Connection) -> None:
         began = time.monotonic()
         try:
             checkpoint(self, *helpers)
         finally:
             checkpoints.append((began, time.monotonic()))
 
-    monkeypatch.setattr(connections.Writer, "_checkpoint", recorded)
+    monkeypatch.setattr(_writer.Writer, "_checkpoint", recorded)
     return checkpoints
 
 
@@ -918,8 +917,8 @@ async def test_while_the_loop_appends_a_checkpoint_takes_the_writers_lock_once(
     # writer thread and waits for it. While the loop appends, its own commits keep
     # the WAL primed: only the last part of a checkpoint (starting the WAL over)
     # needs the lock.
-    monkeypatch.setattr(connections, "_CHECKPOINT_PAGES", 64)  # one in about 21 appends
-    monkeypatch.setattr(connections, "_PIN_WAIT", 10.0, raising=False)  # no priming by timeout
+    monkeypatch.setattr(_writer, "_CHECKPOINT_PAGES", 64)  # one in about 21 appends
+    monkeypatch.setattr(_writer, "_PIN_WAIT", 10.0, raising=False)  # no priming by timeout
     checkpoints = record_checkpoints(monkeypatch)
     store = await open_store(db, registry)
     lock = store._writer.lock = RecordedLock()  # type: ignore[assignment]
@@ -940,7 +939,7 @@ async def test_while_the_loop_appends_a_checkpoint_takes_the_writers_lock_once(
 async def test_when_the_loop_is_quiet_the_checkpointer_primes_the_wal_itself(
     db: Path, registry: EventRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(connections, "_CHECKPOINT_PAGES", 64)
+    monkeypatch.setattr(_writer, "_CHECKPOINT_PAGES", 64)
     checkpoints = record_checkpoints(monkeypatch)
     async with await open_store(db, registry) as store:
         for n in range(30):  # about 90 pages, then nothing
@@ -965,7 +964,7 @@ async def test_when_the_loop_is_quiet_the_checkpointer_primes_the_wal_itself(
 async def test_the_checkpointer_syncs_the_wal_and_the_database_before_its_locked_part(
     db: Path, registry: EventRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(connections, "_CHECKPOINT_PAGES", 64)  # one in about 21 appends
+    monkeypatch.setattr(_writer, "_CHECKPOINT_PAGES", 64)  # one in about 21 appends
     sync = getattr(os, "fdatasync", os.fsync)
     syncs: list[tuple[str, str, bool]] = []  # file, thread, whether it held the writer's lock
     store = await open_store(db, registry)

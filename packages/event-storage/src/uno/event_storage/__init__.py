@@ -8,22 +8,22 @@
 """
 
 from uno.event_storage import exceptions
-from uno.event_storage._core import (
-    DEFAULT_MAX_EVENT_SIZE,
-    EventStoreBase,
-    PreparedAppend,
-    PreparedEvent,
-    Row,
-    StoredId,
-    check_expected_version,
-    idempotent_result,
-)
+from uno.event_storage._base import EventStoreBase
 from uno.event_storage._opening import (
     BACKENDS_GROUP,
     Backend,
     ClosableEventStore,
     installed_backends,
     open_event_store,
+)
+from uno.event_storage._prepared import (
+    DEFAULT_MAX_EVENT_SIZE,
+    PreparedAppend,
+    PreparedEvent,
+    Row,
+    StoredId,
+    check_expected_version,
+    idempotent_result,
 )
 from uno.event_storage._subscription import PollingSubscription
 from uno.event_storage.memory import InMemoryEventStore, InMemoryLeaseStore, InMemoryTransaction

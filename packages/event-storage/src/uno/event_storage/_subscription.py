@@ -11,7 +11,7 @@ import anyio
 from uno.events import Event, RecordedEvent
 
 if TYPE_CHECKING:
-    from uno.event_storage._core import EventStoreBase
+    from uno.event_storage._base import EventStoreBase
 
 __all__ = ["Notifier", "PollingSubscription"]
 

@@ -27,7 +27,7 @@ between, skips that query (or its position part) and starts from the ``Tip``
 the previous append left.
 
 Event ids a caller chose are kept unique by a partial index; the ids the store
-assigns carry their position (``uno.event_storage._sqlite_ids``) and are found
+assigns carry their position (``uno.event_storage.sqlite._ids``) and are found
 by it, so most appends write two B-trees, not three. Schema version 2 made
 that change; version 1 indexed every id.
 """
@@ -41,20 +41,55 @@ from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 from uuid import UUID
 
-from uno.event_storage._core import (
+from uno.event_storage._prepared import (
     PreparedAppend,
     Row,
     StoredId,
     check_expected_version,
     idempotent_result,
 )
-from uno.event_storage._sqlite_ids import (
+from uno.event_storage.exceptions import SchemaError, StoreConfigurationError, StreamDeleted
+from uno.event_storage.sqlite._ids import (
     assigned_id,
     assigned_position,
     id_base,
     salt_from_bytes,
 )
-from uno.event_storage.exceptions import SchemaError, StoreConfigurationError, StreamDeleted
+from uno.event_storage.sqlite._sql import (
+    ASSIGNED_IDS,
+    BACKWARDS,
+    COLUMNS,
+    COPIED_BLOB,
+    COUNT_WINDOW,
+    CREATE_MIGRATIONS,
+    DELETED,
+    FORWARDS,
+    GET_METADATA,
+    HARD_DELETE,
+    ID_SALT,
+    INSERT,
+    LAST_POSITION,
+    LOAD_CHECKPOINT,
+    LOAD_SNAPSHOT,
+    LOG,
+    MIGRATIONS,
+    MOST_ROWS,
+    RAISE_HIGH_WATER,
+    RECORD_MIGRATION,
+    ROW,
+    ROW_VALUES,
+    SAVE_CHECKPOINT,
+    SAVE_SNAPSHOT,
+    SCHEMA_VERSION,
+    SET_METADATA,
+    SOFT_DELETE,
+    STATE,
+    STATE_AND_LAST_ASSIGNED,
+    STORED_IDS,
+    VERSION,
+    WINDOW,
+    Migration,
+)
 from uno.events import ANY, AppendResult, ExpectedVersion
 from uno.events.exceptions import WrongExpectedVersion
 
@@ -72,191 +107,11 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,30}")
 _LAST_VERSION = 2**62  # reads backwards from the end of any stream
 _LAST_POSITION_BOUND = 2**63 - 1  # the largest position SQLite can store
-_COLUMNS = (
-    "event_id, stream_id, stream_version, position, recorded_at, "
-    "event_type, event_version, data, metadata"
-)
 
 
 def recorded_now() -> int:
     """Return the time as appends store it: microseconds since the epoch, UTC."""
     return time.time_ns() // 1000
-
-
-class Migration(NamedTuple):
-    """One schema step: its version and its statements, with ``{p}`` for the table prefix."""
-
-    version: int
-    statements: tuple[str, ...]
-
-
-MIGRATIONS: tuple[Migration, ...] = (
-    Migration(
-        1,
-        (
-            """CREATE TABLE {p}events (
-                position INTEGER PRIMARY KEY,
-                stream_id TEXT NOT NULL,
-                stream_version INTEGER NOT NULL,
-                event_id BLOB NOT NULL UNIQUE,
-                event_type TEXT NOT NULL,
-                event_version INTEGER NOT NULL,
-                data BLOB NOT NULL,
-                metadata BLOB NOT NULL,
-                recorded_at INTEGER NOT NULL,
-                UNIQUE (stream_id, stream_version)
-            )""",
-            """CREATE TABLE {p}streams (
-                stream_id TEXT PRIMARY KEY,
-                deleted TEXT CHECK (deleted IN ('soft', 'hard')),
-                metadata BLOB
-            ) WITHOUT ROWID""",
-            """CREATE TABLE {p}snapshots (
-                stream_id TEXT NOT NULL,
-                version INTEGER NOT NULL,
-                event_type TEXT NOT NULL,
-                event_version INTEGER NOT NULL,
-                data BLOB NOT NULL,
-                PRIMARY KEY (stream_id, version)
-            ) WITHOUT ROWID""",
-            """CREATE TABLE {p}checkpoints (
-                consumer TEXT PRIMARY KEY,
-                position INTEGER NOT NULL
-            ) WITHOUT ROWID""",
-            """CREATE TABLE {p}high_water (
-                id INTEGER PRIMARY KEY CHECK (id = 1),
-                position INTEGER NOT NULL
-            )""",
-        ),
-    ),
-    Migration(
-        2,
-        (
-            # Only the ids callers chose stay in a unique index: the events table
-            # is rebuilt without its UNIQUE (event_id), and every id stored so
-            # far counts as chosen, so re-appending any of them is still found.
-            """CREATE TABLE {p}events_v2 (
-                position INTEGER PRIMARY KEY,
-                stream_id TEXT NOT NULL,
-                stream_version INTEGER NOT NULL,
-                event_id BLOB NOT NULL,
-                id_assigned INTEGER NOT NULL,
-                event_type TEXT NOT NULL,
-                event_version INTEGER NOT NULL,
-                data BLOB NOT NULL,
-                metadata BLOB NOT NULL,
-                recorded_at INTEGER NOT NULL,
-                UNIQUE (stream_id, stream_version)
-            )""",
-            """INSERT INTO {p}events_v2 (position, stream_id, stream_version, event_id,
-                id_assigned, event_type, event_version, data, metadata, recorded_at)
-            SELECT position, stream_id, stream_version, event_id, 0, event_type,
-                event_version, data, metadata, recorded_at
-            FROM {p}events ORDER BY position""",
-            "DROP TABLE {p}events",
-            "ALTER TABLE {p}events_v2 RENAME TO {p}events",
-            "CREATE UNIQUE INDEX {p}events_chosen_id ON {p}events (event_id) WHERE id_assigned = 0",
-            """CREATE TABLE {p}id_salt (
-                id INTEGER PRIMARY KEY CHECK (id = 1),
-                salt BLOB NOT NULL
-            )""",
-            "INSERT INTO {p}id_salt (id, salt) VALUES (1, randomblob(10))",
-        ),
-    ),
-)
-"""Every schema step, oldest first. Append new steps; never edit a released one."""
-
-SCHEMA_VERSION = MIGRATIONS[-1].version
-
-
-# Statement templates: {p} is the table prefix, {columns} the columns of a Row.
-_INSERT = (
-    "INSERT INTO {p}events (position, stream_id, stream_version, event_id, id_assigned, "
-    "event_type, event_version, data, metadata, recorded_at) VALUES "
-)
-_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-_ROW_VALUES = 10
-_MOST_ROWS = 64  # rows per INSERT: 640 parameters, within the 999 of older SQLite builds
-_COPIED_BLOB = 16 * 1024
-"""Largest blob that an INSERT binds as a ``bytearray`` copy rather than as the ``bytes`` it is.
-
-``sqlite3`` binds ``int``, ``float``, ``str`` and ``bytearray`` values as they
-are, but looks up an adapter for any other type, ``bytes`` included: a tuple,
-a dict lookup and two attribute lookups, about half a microsecond for each
-blob. Copying a small blob costs less than that; a large one more.
-"""
-_STATE = (
-    "SELECT (SELECT max(stream_version) FROM {p}events WHERE stream_id = ?1), "
-    "(SELECT deleted FROM {p}streams WHERE stream_id = ?1)"
-)
-_STATE_AND_LAST_ASSIGNED = (
-    "SELECT (SELECT max(stream_version) FROM {p}events WHERE stream_id = ?1), "
-    "(SELECT deleted FROM {p}streams WHERE stream_id = ?1), "
-    "max(coalesce((SELECT max(position) FROM {p}events), 0), "
-    "coalesce((SELECT position FROM {p}high_water WHERE id = 1), 0))"
-)
-_DELETED = "SELECT deleted FROM {p}streams WHERE stream_id = ?"
-_FORWARDS = (
-    "SELECT {columns} FROM {p}events WHERE stream_id = ? AND stream_version >= ? "
-    "ORDER BY stream_version LIMIT ?"
-)
-_BACKWARDS = (
-    "SELECT {columns} FROM {p}events WHERE stream_id = ? AND stream_version <= ? "
-    "ORDER BY stream_version DESC LIMIT ?"
-)
-_LOG = "SELECT {columns} FROM {p}events WHERE position > ? ORDER BY position LIMIT ?"
-_LAST_POSITION = "SELECT max(position) FROM {p}events"
-_WINDOW = "SELECT {columns} FROM {p}events WHERE position > ? AND position <= ?"
-_COUNT_WINDOW = "SELECT count(*) FROM {p}events WHERE position > ? AND position <= ?"
-_SOFT_DELETE = (
-    "INSERT INTO {p}streams (stream_id, deleted) VALUES (?, 'soft') "
-    "ON CONFLICT (stream_id) DO UPDATE SET deleted = 'soft'"
-)
-_RAISE_HIGH_WATER = (
-    # WHERE true: SQLite needs it to parse an upsert whose rows come from a SELECT.
-    "INSERT INTO {p}high_water (id, position) SELECT 1, coalesce(max(position), 0) "
-    "FROM {p}events WHERE true "
-    "ON CONFLICT (id) DO UPDATE SET position = max(position, excluded.position)"
-)
-_HARD_DELETE = (
-    "DELETE FROM {p}events WHERE stream_id = ?1",
-    "DELETE FROM {p}snapshots WHERE stream_id = ?1",
-    "INSERT INTO {p}streams (stream_id, deleted) VALUES (?1, 'hard') "
-    "ON CONFLICT (stream_id) DO UPDATE SET deleted = 'hard', metadata = NULL",
-)
-_GET_METADATA = "SELECT metadata FROM {p}streams WHERE stream_id = ?"
-_SET_METADATA = (
-    "INSERT INTO {p}streams (stream_id, metadata) VALUES (?, ?) "
-    "ON CONFLICT (stream_id) DO UPDATE SET metadata = excluded.metadata"
-)
-_SAVE_SNAPSHOT = (
-    "INSERT OR REPLACE INTO {p}snapshots (stream_id, version, event_type, event_version, data) "
-    "VALUES (?, ?, ?, ?, ?)"
-)
-_LOAD_SNAPSHOT = (
-    "SELECT version, event_type, event_version, data FROM {p}snapshots "
-    "WHERE stream_id = ? AND version <= ? ORDER BY version DESC LIMIT 1"
-)
-_LOAD_CHECKPOINT = "SELECT position FROM {p}checkpoints WHERE consumer = ?"
-_SAVE_CHECKPOINT = (
-    "INSERT INTO {p}checkpoints (consumer, position) VALUES (?, ?) "
-    "ON CONFLICT (consumer) DO UPDATE SET position = excluded.position"
-)
-_STORED_IDS = (
-    "SELECT event_id, stream_id, stream_version, position FROM {p}events "
-    "WHERE id_assigned = 0 AND event_id IN "
-)
-_ASSIGNED_IDS = (
-    "SELECT event_id, stream_id, stream_version, position FROM {p}events "
-    "WHERE id_assigned = 1 AND position IN "
-)
-_ID_SALT = "SELECT salt FROM {p}id_salt WHERE id = 1"
-_VERSION = "SELECT coalesce(max(version), 0) FROM {p}schema_migrations"
-_CREATE_MIGRATIONS = (
-    "CREATE TABLE IF NOT EXISTS {p}schema_migrations "
-    "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
-)
-_RECORD_MIGRATION = "INSERT INTO {p}schema_migrations (version, applied_at) VALUES (?, ?)"
 
 
 class Tip(NamedTuple):
@@ -294,37 +149,37 @@ class SQLiteSchema:
         self.migrations_table = f"{prefix}schema_migrations"
 
         def statement(template: str) -> str:
-            return template.format(p=prefix, columns=_COLUMNS)
+            return template.format(p=prefix, columns=COLUMNS)
 
-        # One INSERT for each row count up to _MOST_ROWS: a batch is one of them, or a few.
+        # One INSERT for each row count up to MOST_ROWS: a batch is one of them, or a few.
         self._inserts = {
-            n: statement(_INSERT) + ", ".join([_ROW] * n) for n in range(1, _MOST_ROWS + 1)
+            n: statement(INSERT) + ", ".join([ROW] * n) for n in range(1, MOST_ROWS + 1)
         }
-        self._state = statement(_STATE)
-        self._state_and_last_assigned = statement(_STATE_AND_LAST_ASSIGNED)
-        self._deleted = statement(_DELETED)
-        self._forwards = statement(_FORWARDS)
-        self._backwards = statement(_BACKWARDS)
-        self._log = statement(_LOG)
-        self._last_position = statement(_LAST_POSITION)
-        self._window = statement(_WINDOW)
-        self._count_window = statement(_COUNT_WINDOW)
-        self._soft_delete = statement(_SOFT_DELETE)
-        self._raise_high_water = statement(_RAISE_HIGH_WATER)
-        self._hard_delete = tuple(statement(t) for t in _HARD_DELETE)
-        self._get_metadata = statement(_GET_METADATA)
-        self._set_metadata = statement(_SET_METADATA)
-        self._save_snapshot = statement(_SAVE_SNAPSHOT)
-        self._load_snapshot = statement(_LOAD_SNAPSHOT)
-        self._load_checkpoint = statement(_LOAD_CHECKPOINT)
-        self._save_checkpoint = statement(_SAVE_CHECKPOINT)
-        self._stored_ids = statement(_STORED_IDS)
-        self._assigned_ids = statement(_ASSIGNED_IDS)
-        self._id_salt_query = statement(_ID_SALT)
+        self._state = statement(STATE)
+        self._state_and_last_assigned = statement(STATE_AND_LAST_ASSIGNED)
+        self._deleted = statement(DELETED)
+        self._forwards = statement(FORWARDS)
+        self._backwards = statement(BACKWARDS)
+        self._log = statement(LOG)
+        self._last_position = statement(LAST_POSITION)
+        self._window = statement(WINDOW)
+        self._count_window = statement(COUNT_WINDOW)
+        self._soft_delete = statement(SOFT_DELETE)
+        self._raise_high_water = statement(RAISE_HIGH_WATER)
+        self._hard_delete = tuple(statement(t) for t in HARD_DELETE)
+        self._get_metadata = statement(GET_METADATA)
+        self._set_metadata = statement(SET_METADATA)
+        self._save_snapshot = statement(SAVE_SNAPSHOT)
+        self._load_snapshot = statement(LOAD_SNAPSHOT)
+        self._load_checkpoint = statement(LOAD_CHECKPOINT)
+        self._save_checkpoint = statement(SAVE_CHECKPOINT)
+        self._stored_ids = statement(STORED_IDS)
+        self._assigned_ids = statement(ASSIGNED_IDS)
+        self._id_salt_query = statement(ID_SALT)
         self._id_salt: int | None = None  # read by migrate() or ready()
-        self._version = statement(_VERSION)
-        self._create_migrations = statement(_CREATE_MIGRATIONS)
-        self._record_migration = statement(_RECORD_MIGRATION)
+        self._version = statement(VERSION)
+        self._create_migrations = statement(CREATE_MIGRATIONS)
+        self._record_migration = statement(RECORD_MIGRATION)
 
     # -- migrations ------------------------------------------------------------
 
@@ -509,12 +364,12 @@ class SQLiteSchema:
                 position,
                 stream_id,
                 current + offset,
-                bytearray(id_bytes),  # bytearray: see _COPIED_BLOB
+                bytearray(id_bytes),  # bytearray: see COPIED_BLOB
                 assigned,
                 event.event_type,
                 event.event_version,
-                bytearray(data) if len(data) <= _COPIED_BLOB else data,
-                bytearray(metadata) if len(metadata) <= _COPIED_BLOB else metadata,
+                bytearray(data) if len(data) <= COPIED_BLOB else data,
+                bytearray(metadata) if len(metadata) <= COPIED_BLOB else metadata,
                 recorded_at,
             )
         try:
@@ -535,12 +390,12 @@ class SQLiteSchema:
         Raises ``sqlite3.IntegrityError`` having inserted some of them, maybe.
         """
         start, end = 0, len(values)
-        if end <= _MOST_ROWS * _ROW_VALUES:  # the common case: one INSERT, no copy
-            connection.execute(self._inserts[end // _ROW_VALUES], values)
+        if end <= MOST_ROWS * ROW_VALUES:  # the common case: one INSERT, no copy
+            connection.execute(self._inserts[end // ROW_VALUES], values)
             return
         while start < end:
-            rows = min((end - start) // _ROW_VALUES, _MOST_ROWS)
-            stop = start + rows * _ROW_VALUES
+            rows = min((end - start) // ROW_VALUES, MOST_ROWS)
+            stop = start + rows * ROW_VALUES
             connection.execute(self._inserts[rows], values[start:stop])
             start = stop
 

@@ -18,20 +18,19 @@ from uuid import UUID
 
 import anyio
 
-from uno.event_storage._core import (
-    EventStoreBase,
+from uno.event_storage._base import EventStoreBase, TransactionScope
+from uno.event_storage._prepared import (
     PreparedAppend,
     Row,
     StoredId,
-    TransactionScope,
     check_expected_version,
     idempotent_result,
 )
-from uno.event_storage._memory_leases import InMemoryLeaseStore
 from uno.event_storage.exceptions import StoreConfigurationError, StreamDeleted
+from uno.event_storage.memory._leases import InMemoryLeaseStore
 from uno.events import AppendResult, EventRegistry, ExpectedVersion, SystemClock, uuid7
 
-__all__ = ["InMemoryEventStore", "InMemoryLeaseStore", "InMemoryTransaction"]
+__all__ = ["InMemoryEventStore", "InMemoryTransaction"]
 
 T = TypeVar("T")
 _Snapshots = dict[int, tuple[str, int, bytes]]

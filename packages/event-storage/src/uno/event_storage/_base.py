@@ -1,42 +1,47 @@
-"""What every backend shares: preparing appends, decoding rows, the public API.
+"""The public event store API, over a backend's primitives.
 
 A backend subclasses ``EventStoreBase`` and implements the ``_``-prefixed
-primitives; this module turns events into rows (validating and encoding them
-once, before anything is written) and rows back into ``RecordedEvent``s.
+primitives; the base validates and encodes appends (``_prepared``) and decodes
+rows (``_decoding``).
 """
 
 from __future__ import annotations
 
 import abc
 import contextlib
-import gc
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
     Collection,
-    Iterator,
     Mapping,
     Sequence,
 )
-from datetime import datetime
 from types import TracebackType
-from typing import Any, ClassVar, NamedTuple, NoReturn, Self
+from typing import Any, ClassVar, NoReturn, Self
 from uuid import UUID
 
 import anyio
 import msgspec
 
 from uno.event_storage import _telemetry
+from uno.event_storage._decoding import Decoding
+from uno.event_storage._prepared import (
+    DEFAULT_MAX_EVENT_SIZE,
+    EMPTY_METADATA,
+    WALK_BATCH,
+    PreparedAppend,
+    PreparedEvent,
+    Row,
+    new_tuple,
+    validate_expected,
+)
 from uno.event_storage._subscription import Notifier, PollingSubscription
 from uno.event_storage.exceptions import StoreConfigurationError
 from uno.events import (
     ANY,
-    NO_STREAM,
-    STREAM_EXISTS,
     AppendResult,
     Direction,
     Event,
-    EventMetadata,
     EventRegistry,
     ExpectedVersion,
     JsonSerializer,
@@ -45,148 +50,18 @@ from uno.events import (
     Serializer,
     Snapshot,
     StreamAppend,
-    StreamState,
     validate_stream_id,
 )
 from uno.events.exceptions import (
     DuplicateEventId,
-    EventDecodeError,
     EventTooLarge,
     UnknownEventType,
-    WrongExpectedVersion,
 )
 
-__all__ = [
-    "DEFAULT_MAX_EVENT_SIZE",
-    "EventStoreBase",
-    "PreparedAppend",
-    "PreparedEvent",
-    "Row",
-    "StoredId",
-    "check_expected_version",
-    "idempotent_result",
-]
-
-DEFAULT_MAX_EVENT_SIZE = 1024 * 1024
-_WALK_BATCH = 1000  # rows per _read_all call when a default primitive walks the log
-_EMPTY_METADATA = EventMetadata()
-_new_tuple = tuple.__new__
-
-DECODE_CHUNK = 128
-"""Rows that an iterating read (``read_all``, a subscription) decodes at a time.
-
-A fetched page is decoded a chunk at a time as the caller iterates, not
-whole: a caller that handles each event and lets it go then never holds
-much more than a chunk's objects (a few per event), too few to set off the
-garbage collector, which would otherwise scan a whole page's live events
-several times over. Measured on PostgreSQL: ``read_all`` over 100,000
-events in pages of 1,000 took about a fifth less time.
-"""
+__all__ = ["EventStoreBase", "TransactionScope"]
 
 
-class PreparedEvent(NamedTuple):
-    """An event validated and encoded, ready to be written.
-
-    ``event_id`` is ``None`` when the caller chose none (it appended an
-    ``Event``, not a ``NewEvent``): the backend assigns one as it writes, so
-    it can never be stored already. SQLite derives it from the position.
-    """
-
-    event_id: UUID | None
-    event_type: str
-    event_version: int
-    data: bytes
-    metadata: bytes
-
-
-class PreparedAppend(NamedTuple):
-    """One stream's validated part of an append."""
-
-    stream_id: str
-    expected_version: ExpectedVersion
-    events: list[PreparedEvent]
-
-
-class StoredId(NamedTuple):
-    """Where an already stored event id lives."""
-
-    stream_id: str
-    stream_version: int
-    global_position: int
-
-
-class Row(NamedTuple):
-    """A stored event as backends return it, before decoding."""
-
-    event_id: UUID
-    stream_id: str
-    stream_version: int
-    global_position: int
-    recorded_at: datetime
-    event_type: str
-    event_version: int
-    data: bytes
-    metadata: bytes
-
-
-def check_expected_version(stream_id: str, expected: ExpectedVersion, current: int) -> None:
-    """Raise ``WrongExpectedVersion`` unless a stream at ``current`` meets ``expected``.
-
-    ``current`` is the version of the stream's last event, 0 when it has none.
-    """
-    if expected is ANY:
-        return
-    if expected is NO_STREAM:
-        ok = current == 0
-    elif expected is STREAM_EXISTS:
-        ok = current > 0
-    else:
-        ok = current == expected
-    if not ok:
-        raise WrongExpectedVersion(stream_id, expected, current or None)
-
-
-def idempotent_result(
-    append: PreparedAppend, stored: Mapping[UUID, StoredId]
-) -> AppendResult | None:
-    """Decide what an append whose event ids may already be stored does.
-
-    Returns ``None`` when none of its ids is stored (write it), the result of the
-    earlier append when all are stored in its stream (a retry: write nothing),
-    and raises ``DuplicateEventId`` for anything in between.
-    """
-    if not stored:
-        return None
-    ids = [event.event_id for event in append.events]  # None: assigned now, never stored
-    if len(stored) == len(ids) and all(s.stream_id == append.stream_id for s in stored.values()):
-        last = max(stored.values(), key=lambda s: s.stream_version)
-        return AppendResult(
-            stream_id=append.stream_id,
-            stream_version=last.stream_version,
-            global_position=last.global_position,
-        )
-    raise DuplicateEventId(append.stream_id, [i for i in ids if i is not None and i in stored])
-
-
-def _positioned(exc: EventDecodeError, row: Sequence[Any]) -> EventDecodeError:
-    """Return ``exc`` naming the global position of ``row``."""
-    return EventDecodeError(
-        exc.event_type, exc.version, exc.reason, field=exc.field, position=row[3]
-    )
-
-
-def _validate_expected(expected: object) -> ExpectedVersion:
-    if isinstance(expected, StreamState):
-        return expected
-    if isinstance(expected, bool) or not isinstance(expected, int) or expected < 0:
-        raise StoreConfigurationError(
-            f"expected_version must be ANY, NO_STREAM, STREAM_EXISTS or an int >= 0, "
-            f"got {expected!r}"
-        )
-    return expected
-
-
-class EventStoreBase(abc.ABC):
+class EventStoreBase(Decoding, abc.ABC):
     """The public event store API, over a backend's primitives.
 
     Args:
@@ -299,7 +174,7 @@ class EventStoreBase(abc.ABC):
     ) -> PreparedAppend:
         validate_stream_id(stream_id)
         if type(expected) is not int or expected < 0:  # an int >= 0 is valid as it is
-            expected = _validate_expected(expected)
+            expected = validate_expected(expected)
         if not events:
             raise StoreConfigurationError(f"an append to {stream_id!r} needs at least one event")
         encode = self.serializer.encode
@@ -313,7 +188,7 @@ class EventStoreBase(abc.ABC):
                 event, event_id = item.data, item.event_id
                 metadata = (
                     b""
-                    if item.metadata == _EMPTY_METADATA
+                    if item.metadata == EMPTY_METADATA
                     else self.serializer.encode_metadata(item.metadata)
                 )
                 if chosen is None:
@@ -330,11 +205,11 @@ class EventStoreBase(abc.ABC):
                 raise EventTooLarge(stream_id, cls.event_type, len(data) + len(metadata), limit)
             # tuple.__new__ skips the NamedTuple's own __new__, a Python call per event.
             prepared.append(
-                _new_tuple(
+                new_tuple(
                     PreparedEvent, (event_id, cls.event_type, cls.event_version, data, metadata)
                 )
             )
-        return _new_tuple(PreparedAppend, (stream_id, expected, prepared))
+        return new_tuple(PreparedAppend, (stream_id, expected, prepared))
 
     # -- reading ---------------------------------------------------------------
 
@@ -466,83 +341,6 @@ class EventStoreBase(abc.ABC):
         version = await self._stream_version(stream_id)
         return version or None
 
-    def _decode_chunks(self, rows: Sequence[Row]) -> Iterator[list[RecordedEvent[Event]]]:
-        """Yield the rows' events, ``DECODE_CHUNK`` rows decoded at a time, as the caller asks."""
-        for start in range(0, len(rows), DECODE_CHUNK):
-            yield self._decode(rows[start : start + DECODE_CHUNK])
-
-    def _decode(
-        self, rows: Sequence[Row], stream_id: str | None = None
-    ) -> list[RecordedEvent[Event]]:
-        """Turn rows (or plain tuples in ``Row``'s column order) into recorded events.
-
-        The hot path of every read: it binds what it calls once per batch.
-        ``stream_id``, when given, is every row's stream, and the rows' own
-        ``stream_id`` is not read (a backend may leave it out).
-
-        The garbage collector is paused meanwhile: a page allocates a few
-        tracked objects per row, all kept by the list it returns, so the
-        collections they would set off find nothing to free and cost about a
-        fifth of a read. The objects still count towards the next collection.
-        """
-        if not gc.isenabled():
-            return self._decode_page(rows, stream_id)
-        gc.disable()
-        try:
-            return self._decode_page(rows, stream_id)
-        finally:
-            gc.enable()
-
-    def _decode_page(
-        self, rows: Sequence[Row], stream_id: str | None
-    ) -> list[RecordedEvent[Event]]:
-        serializer = self.serializer
-        decode_rows = getattr(serializer, "decode_rows", None)  # JsonSerializer's, MsgPack's
-        try:
-            datas: list[Event] = decode_rows(rows, 5) if decode_rows else self._decode_each(rows)
-        except EventDecodeError:
-            datas = self._decode_each(rows)  # raises again, naming the row's position
-        decode_metadata = serializer.decode_metadata
-        recorded = RecordedEvent
-        empty = _EMPTY_METADATA
-        try:
-            return [
-                recorded(
-                    event_id=row[0],
-                    stream_id=stream_id or row[1],
-                    stream_version=row[2],
-                    global_position=row[3],
-                    recorded_at=row[4],
-                    event_type=data.event_type,
-                    event_version=data.event_version,
-                    data=data,
-                    metadata=decode_metadata(row[8]) if row[8] else empty,
-                )
-                for row, data in zip(rows, datas, strict=True)
-            ]
-        except EventDecodeError:
-            for row in rows:  # find the row whose metadata failed
-                try:
-                    if row[8]:
-                        decode_metadata(row[8])
-                except EventDecodeError as exc:
-                    raise _positioned(exc, row) from exc
-            raise
-
-    def _decode_each(self, rows: Sequence[Row]) -> list[Event]:
-        """Decode the rows' events one by one; an ``EventDecodeError`` names its row's position."""
-        decode = self.serializer.decode
-        datas: list[Event] = []
-        row: Sequence[Any] = ()
-        try:
-            for row in rows:
-                datas.append(decode(row[5], row[6], row[7]))
-        except EventDecodeError as exc:
-            raise _positioned(exc, row) from exc
-        return datas
-
-    # -- deletion and metadata -------------------------------------------------
-
     async def delete_stream(
         self, stream_id: str, *, hard: bool = False, expected_version: ExpectedVersion = ANY
     ) -> None:
@@ -557,7 +355,7 @@ class EventStoreBase(abc.ABC):
             WrongExpectedVersion: the stream is not at ``expected_version``.
         """
         validate_stream_id(stream_id)
-        await self._delete_stream(stream_id, hard, _validate_expected(expected_version))
+        await self._delete_stream(stream_id, hard, validate_expected(expected_version))
 
     async def get_stream_metadata(self, stream_id: str) -> dict[str, Any]:
         """Return a stream's metadata, empty if none was set."""
@@ -660,7 +458,7 @@ class EventStoreBase(abc.ABC):
         """
         last, position = 0, 0
         while True:
-            rows, scanned_to = await self._read_all(position, _WALK_BATCH, None, None)
+            rows, scanned_to = await self._read_all(position, WALK_BATCH, None, None)
             if rows:
                 last = rows[-1][3]
             if scanned_to is None:
@@ -682,7 +480,7 @@ class EventStoreBase(abc.ABC):
         count, position = 0, after
         while True:
             rows, scanned_to = await self._read_all(
-                position, _WALK_BATCH, event_types, stream_prefix
+                position, WALK_BATCH, event_types, stream_prefix
             )
             for row in rows:
                 if before is not None and row[3] > before:

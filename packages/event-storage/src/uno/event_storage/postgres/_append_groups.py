@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from uno.event_storage._core import PreparedAppend
+from uno.event_storage._prepared import PreparedAppend
 from uno.events import AppendResult
 
 __all__ = ["LARGEST", "AppendGroups", "GroupRefused"]

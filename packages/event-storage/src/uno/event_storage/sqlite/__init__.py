@@ -1,0 +1,10 @@
+"""The SQLite event store (``sqlite:///path/to/events.db``), uno's embedded default.
+
+``_store`` holds the store and its transactions, ``_schema`` the tables and
+the queries, ``_connections`` and ``_writer`` the threads that own the
+connections, ``_ids`` the event ids derived from positions.
+"""
+
+from uno.event_storage.sqlite._store import INLINE_ROWS, SQLiteEventStore, SQLiteTransaction
+
+__all__ = ["INLINE_ROWS", "SQLiteEventStore", "SQLiteTransaction"]
