@@ -7,7 +7,14 @@ global order is kept), ``_connections`` the borrowed pool connections,
 """
 
 from uno.event_storage.postgres._appends import SeenVersions
+from uno.event_storage.postgres._fence import FenceStatus
 from uno.event_storage.postgres._leases import PostgresLease, PostgresLeaseStore
 from uno.event_storage.postgres._store import PostgresEventStore
 
-__all__ = ["PostgresEventStore", "PostgresLease", "PostgresLeaseStore", "SeenVersions"]
+__all__ = [
+    "FenceStatus",
+    "PostgresEventStore",
+    "PostgresLease",
+    "PostgresLeaseStore",
+    "SeenVersions",
+]

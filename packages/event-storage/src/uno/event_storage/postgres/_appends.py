@@ -59,7 +59,6 @@ logger = logging.getLogger("uno.event_storage.postgres")
 
 __all__ = ["AppendingStore", "SeenVersions"]
 
-_ORDER_RETRIES = 3  # retries of a store-owned append that a lock-free append overtook
 # What makes a group of appends go alone, besides a deleted stream: a version
 # another writer took or a stored id, and a wait for another transaction that
 # the group gave up (its lock_timeout) or PostgreSQL broke (a deadlock).
@@ -69,7 +68,7 @@ _GROUP_REFUSALS = (
     psycopg.errors.DeadlockDetected,
 )
 _MOST_EVENTS = 1 << POSITION_BITS
-"""Most events one transaction may append: its positions are its id, then this many."""
+"""Most events one append may hold: its positions are its block, then this many."""
 
 
 class SeenVersions:
@@ -142,23 +141,14 @@ class AppendingStore(EventStoreBase):
         with anyio.CancelScope(shield=True), self._translated():
             if self._bound is not None:
                 return await self._append_locked(self._bound, appends)
-            # The store owns these transactions, so it retries one that a lock-free
-            # append to the same stream overtook (TransactionOrderConflict).
-            for attempt in range(_ORDER_RETRIES, -1, -1):
-                try:
-                    if len(appends) == 1:
-                        results = [await self._append_alone(appends[0])]
-                    else:
-                        async with self._atomic() as conn:
-                            results = await self._append_locked(conn, appends)
-                except TransactionOrderConflict:
-                    if not attempt:
-                        raise
-                else:
-                    for result in results:  # committed
-                        self._seen.add(result.stream_id, result.stream_version)
-                    return results
-        raise AssertionError("unreachable")  # pragma: no cover
+            if len(appends) == 1:
+                results = [await self._append_alone(appends[0])]
+            else:
+                async with self._atomic() as conn:
+                    results = await self._append_locked(conn, appends)
+        for result in results:  # committed
+            self._seen.add(result.stream_id, result.stream_version)
+        return results
 
     async def _append_alone(self, append: PreparedAppend) -> AppendResult:
         """Append in an autocommit transaction, maybe shared with other appends of this store."""
@@ -336,7 +326,7 @@ class AppendingStore(EventStoreBase):
 
 def _too_many_events(most: int | str) -> StoreConfigurationError:
     return StoreConfigurationError(
-        f"one transaction may append at most {most} events; split the import"
+        f"one append may hold at most {most} events; split it into several appends"
     )
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from uno.event_storage.postgres._fence_sql import FENCE_LOCKS
 from uno.event_storage.postgres._schema import (
-    POSITION_BITS,
     Names,
 )
 
@@ -13,8 +13,6 @@ ROW_COLUMNS = (
     "event_id, stream_id, stream_version, global_position, recorded_at, "
     "event_type, event_version, data, metadata"
 )
-
-_SAFE_END = f"(pg_snapshot_xmin(pg_current_snapshot())::text::bigint << {POSITION_BITS})"
 
 
 class Statements:
@@ -49,11 +47,24 @@ class Statements:
         self.announce = "SELECT pg_notify(%s, ''), set_config('synchronous_commit', 'off', true)"
         self.read_stream_forwards = r(stream.replace("{op}", ">=").replace("{order}", "ASC"))
         self.read_stream_backwards = r(stream.replace("{op}", "<=").replace("{order}", "DESC"))
+        # The end of what readers may read (see _schema). A statement of its own, run
+        # before the read: the read's snapshot must be newer than the fence.
+        self.read_fence = r("SELECT {read_fence}()")
+        # The oldest append in flight, its backend, and whether committed events
+        # wait behind it (in this statement's snapshot, taken before the fence).
+        self.fence_status = r(
+            "WITH fence AS (SELECT {read_fence}() AS position), "
+            "oldest AS (SELECT l.pid, l.block FROM (" + FENCE_LOCKS + ") AS l "
+            "WHERE l.block > 0 ORDER BY l.block LIMIT 1) "
+            "SELECT f.position, o.pid, a.state, a.xact_start, a.query_start, "
+            "extract(epoch FROM clock_timestamp() - a.xact_start)::float8, "
+            "EXISTS (SELECT 1 FROM {events} e WHERE e.global_position >= f.position) "
+            "FROM fence f LEFT JOIN oldest o ON true LEFT JOIN pg_stat_activity a ON a.pid = o.pid"
+        )
         self._read_all = {
             (types, prefix): r(
                 "SELECT " + ROW_COLUMNS + " FROM {events} WHERE global_position > %s "
-                "AND global_position < "
-                + _SAFE_END
+                "AND global_position < %s"
                 + filters(types, prefix)
                 + " ORDER BY global_position LIMIT %s"
             )
@@ -64,14 +75,13 @@ class Statements:
             (types, prefix): r(
                 "SELECT count(*) FROM {events} WHERE global_position > %s "
                 "AND global_position <= coalesce(%s::bigint, 9223372036854775807) "
-                "AND global_position < " + _SAFE_END + filters(types, prefix)
+                "AND global_position < %s" + filters(types, prefix)
             )
             for types in (False, True)
             for prefix in (False, True)
         }
         self.log_position = r(
-            "SELECT coalesce(max(global_position), 0) FROM {events} "
-            "WHERE global_position < " + _SAFE_END
+            "SELECT coalesce(max(global_position), 0) FROM {events} WHERE global_position < %s"
         )
         self.stream_state = r(
             "SELECT (SELECT deleted FROM {streams} WHERE stream_id = %(id)s), "

@@ -11,18 +11,20 @@ import asyncio
 import contextlib
 import copy
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import asynccontextmanager, nullcontext
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from time import monotonic
 from typing import Any, ClassVar, Self
 
 import anyio
+import anyio.lowlevel
 import psycopg
 import psycopg_pool
-from psycopg import AsyncConnection, AsyncCursor, sql
+from psycopg import AsyncConnection, sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import TupleRow
 
-from uno.event_storage._prepared import Row, check_expected_version
+from uno.event_storage._prepared import check_expected_version
 from uno.event_storage._subscription import Notifier
 from uno.event_storage.exceptions import (
     SchemaNotMigrated,
@@ -31,7 +33,7 @@ from uno.event_storage.exceptions import (
     StreamDeleted,
 )
 from uno.event_storage.postgres._append_groups import AppendGroups
-from uno.event_storage.postgres._appends import AppendingStore, SeenVersions
+from uno.event_storage.postgres._appends import SeenVersions
 from uno.event_storage.postgres._arrays import BinaryArray
 from uno.event_storage.postgres._connections import (
     UNAVAILABLE,
@@ -39,12 +41,11 @@ from uno.event_storage.postgres._connections import (
     failure_reason,
     open_transaction,
 )
+from uno.event_storage.postgres._fence import FenceWatch
 from uno.event_storage.postgres._leases import PostgresLeaseStore
-from uno.event_storage.postgres._schema import (
-    MIGRATIONS,
-    Names,
-    migration_lock_key,
-)
+from uno.event_storage.postgres._migrations import MIGRATIONS
+from uno.event_storage.postgres._reads import ReadingStore
+from uno.event_storage.postgres._schema import Names, migration_lock_key
 from uno.event_storage.postgres._statements import Statements
 from uno.events import (
     EventRegistry,
@@ -56,7 +57,7 @@ __all__ = ["PostgresEventStore"]
 logger = logging.getLogger("uno.event_storage.postgres")
 
 
-class PostgresEventStore(AppendingStore):
+class PostgresEventStore(ReadingStore):
     """An event store in PostgreSQL (13 or newer).
 
     Open it with ``open_event_store("postgresql://user@host/db", registry=...)``
@@ -85,6 +86,10 @@ class PostgresEventStore(AppendingStore):
             transaction (each still succeeds or fails alone). Only appends
             that read nothing first are grouped: a version the store saw
             committed, or a new stream. 0 turns grouping off.
+        fence_warning_after: Seconds an append in flight may hold readers back
+            before the store logs a warning naming its backend (looked at
+            while subscriptions wait for events); ``None`` never warns. See
+            ``fence_status()``.
         owns_pool: Close the pool when the store closes.
         **options: ``serializer``, ``max_event_size``, ``poll_interval``.
     """
@@ -101,6 +106,7 @@ class PostgresEventStore(AppendingStore):
         notify: bool = True,
         notify_delay: float = 0.05,
         group_commit: int = 2,
+        fence_warning_after: float | None = 10.0,
         owns_pool: bool = False,
         **options: Any,
     ) -> None:
@@ -122,6 +128,7 @@ class PostgresEventStore(AppendingStore):
         self._announcer: asyncio.Task[None] | None = None
         self._announce_again = False
         self._sql = Statements(self.names)
+        self._fence_watch = FenceWatch(fence_warning_after)
         self._locked: set[str] = set()  # streams a bound store's transaction has locked
         self._seen = SeenVersions()
         self._groups = (
@@ -246,18 +253,17 @@ class PostgresEventStore(AppendingStore):
 
     async def schema_version(self) -> int:
         """Return the newest applied migration, 0 when the schema is missing."""
-        with self._translated():
-            async with self._cursor() as cur:
-                await cur.execute(
-                    "SELECT to_regclass(%s) IS NOT NULL", [self.names.table("migrations")]
-                )
-                row = await cur.fetchone()
-                if row is None or not row[0]:
-                    return 0
-                await cur.execute(
-                    self.names.render("SELECT coalesce(max(version), 0) FROM {migrations}")
-                )
-                row = await cur.fetchone()
+        async with self._statements() as cur:
+            await cur.execute(
+                "SELECT to_regclass(%s) IS NOT NULL", [self.names.table("migrations")]
+            )
+            row = await cur.fetchone()
+            if row is None or not row[0]:
+                return 0
+            await cur.execute(
+                self.names.render("SELECT coalesce(max(version), 0) FROM {migrations}")
+            )
+            row = await cur.fetchone()
         return int(row[0]) if row else 0
 
     async def check_schema(self) -> None:
@@ -291,12 +297,6 @@ class PostgresEventStore(AppendingStore):
 
     # -- connections and transactions ------------------------------------------
 
-    def _cursor(self) -> contextlib.AbstractAsyncContextManager[AsyncCursor[TupleRow]]:
-        """Return a cursor of the bound connection, or of one borrowed for the block."""
-        if self._bound is not None:
-            return nullcontext(self._bound.cursor())
-        return self._connections.cursor()
-
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[PostgresEventStore]:
         """Open a transaction and yield a store bound to it.
@@ -319,11 +319,26 @@ class PostgresEventStore(AppendingStore):
         with self._translated():
             # The caller's code runs on this connection and may change its session:
             # it goes back to the pool (and its reset), not to the free-list.
-            async with self._connections.borrow(reuse=False) as conn, conn.transaction():
+            async with self._connections.borrow(reuse=False) as conn:
+                # Commit or roll back shielded: a cancelled rollback (anyio cancels every
+                # await of a cancelled scope) makes psycopg close the connection.
+                transaction = conn.transaction()
+                await transaction.__aenter__()
                 bound = self._bind(conn)
                 token = open_transaction.set((self, bound._locked))
                 try:
                     yield bound
+                    # The store's statements are shielded: a cancellation that came
+                    # during them is delivered here, and rolls the work back.
+                    await anyio.lowlevel.checkpoint_if_cancelled()
+                except BaseException as exc:
+                    with anyio.CancelScope(shield=True):
+                        suppress = await transaction.__aexit__(type(exc), exc, exc.__traceback__)
+                    if not suppress:  # psycopg's Rollback ends the block quietly
+                        raise
+                else:
+                    with anyio.CancelScope(shield=True):
+                        await transaction.__aexit__(None, None, None)
                 finally:
                     open_transaction.reset(token)
         self._committed()
@@ -362,129 +377,6 @@ class PostgresEventStore(AppendingStore):
             )
         return self._bound
 
-    # -- reading ---------------------------------------------------------------
-
-    async def _read_stream(
-        self, stream_id: str, from_version: int | None, backwards: bool, limit: int | None
-    ) -> list[Row]:
-        if from_version is None:
-            from_version = 2**31 - 1 if backwards else 1
-        query = self._sql.read_stream_backwards if backwards else self._sql.read_stream_forwards
-        with self._translated():
-            async with self._cursor() as cur:
-                await cur.execute(
-                    query, {"id": stream_id, "v": from_version, "limit": limit}, binary=True
-                )
-                # Row's columns (without the stream id), then the stream's deletion state.
-                rows: list[Any] = await cur.fetchall()
-                if rows:
-                    deleted = rows[0][9]
-                else:  # no events: the stream may still be a tombstone
-                    await cur.execute(self._sql.deleted, [stream_id])
-                    found = await cur.fetchone()
-                    deleted = found[0] if found else None
-        if deleted is not None:
-            raise StreamDeleted(stream_id, hard=deleted == "hard")
-        if rows and self._bound is None:  # committed: a transaction's own rows may roll back
-            self._seen.add(stream_id, max(rows[0][2], rows[-1][2]))
-        return rows
-
-    async def _read_all(
-        self,
-        after: int,
-        limit: int,
-        event_types: tuple[str, ...] | None,
-        stream_prefix: str | None,
-    ) -> tuple[list[Row], int | None]:
-        query = self._sql.read_all(event_types is not None, stream_prefix is not None)
-        params: list[Any] = [after]
-        if event_types is not None:
-            params.append(list(event_types))
-        if stream_prefix is not None:
-            params.append(stream_prefix)
-        params.append(limit)
-        with self._translated():
-            async with self._cursor() as cur:
-                await cur.execute(query, params, binary=True)
-                # Plain tuples in Row's column order: _decode reads them by index.
-                rows: list[Any] = await cur.fetchall()
-        return rows, (rows[-1][3] if len(rows) == limit else None)
-
-    async def _read_pages(
-        self,
-        after: int,
-        limit: int,
-        event_types: tuple[str, ...] | None,
-        stream_prefix: str | None,
-    ) -> AsyncGenerator[list[Row], None]:
-        """Yield ``read_all``'s pages, fetching the next one while the caller decodes this one.
-
-        Each page is the same query from the same position as without the
-        prefetch, so the read fence is unchanged: a page only ever holds rows
-        below the safe end its own query saw. A bound store (a transaction)
-        reads page by page: its one connection runs the caller's statements too.
-        """
-        if self._bound is not None:
-            async with contextlib.aclosing(
-                super()._read_pages(after, limit, event_types, stream_prefix)
-            ) as pages:
-                async for rows in pages:
-                    yield rows
-            return
-        loop = asyncio.get_running_loop()
-        fetch = loop.create_task(self._read_page(after, limit, event_types, stream_prefix))
-        try:
-            while True:
-                rows, scanned_to = await fetch
-                if scanned_to is None:
-                    yield rows
-                    return
-                fetch = loop.create_task(
-                    self._read_page(scanned_to, limit, event_types, stream_prefix)
-                )
-                await asyncio.sleep(0)  # let it send its query before this page is decoded
-                yield rows
-        finally:
-            if not fetch.done():  # the caller stopped early: cancel the fetch, wait for it
-                fetch.cancel()
-                with anyio.CancelScope(shield=True):
-                    await asyncio.wait([fetch])
-                if not fetch.cancelled():
-                    fetch.exception()  # retrieved: it no longer matters
-
-    async def _log_position(self) -> int:
-        with self._translated():
-            async with self._cursor() as cur:
-                await cur.execute(self._sql.log_position)
-                row = await cur.fetchone()
-        return int(row[0]) if row else 0
-
-    async def _count_events(
-        self,
-        after: int,
-        before: int | None,
-        event_types: tuple[str, ...] | None,
-        stream_prefix: str | None,
-    ) -> int:
-        query = self._sql.count_events(event_types is not None, stream_prefix is not None)
-        params: list[Any] = [after, before]
-        if event_types is not None:
-            params.append(list(event_types))
-        if stream_prefix is not None:
-            params.append(stream_prefix)
-        with self._translated():
-            async with self._cursor() as cur:
-                await cur.execute(query, params)
-                row = await cur.fetchone()
-        return int(row[0]) if row else 0
-
-    async def _stream_version(self, stream_id: str) -> int:
-        with self._translated():
-            async with self._cursor() as cur:
-                await cur.execute(self._sql.stream_state, {"id": stream_id})
-                deleted, version = await cur.fetchone() or (None, None)
-        return 0 if deleted is not None or version is None else int(version)
-
     # -- deletion, metadata, snapshots, checkpoints ------------------------------
 
     async def _delete_stream(self, stream_id: str, hard: bool, expected: ExpectedVersion) -> None:
@@ -520,58 +412,52 @@ class PostgresEventStore(AppendingStore):
                 await conn.execute(self._sql.mark_deleted, [stream_id, "hard" if hard else "soft"])
 
     async def _get_stream_metadata(self, stream_id: str) -> bytes | None:
-        with self._translated():
-            async with self._cursor() as cur:
-                await cur.execute(self._sql.get_metadata, [stream_id])
-                row = await cur.fetchone()
+        async with self._statements() as cur:
+            await cur.execute(self._sql.get_metadata, [stream_id])
+            row = await cur.fetchone()
         return None if row is None else row[0]
 
     async def _set_stream_metadata(self, stream_id: str, metadata: bytes) -> None:
-        with self._translated():
-            async with self._cursor() as cur:
-                await cur.execute(self._sql.set_metadata, [stream_id, metadata])
-                if await cur.fetchone() is None:
-                    raise StreamDeleted(stream_id, hard=True)
+        async with self._statements() as cur:
+            await cur.execute(self._sql.set_metadata, [stream_id, metadata])
+            if await cur.fetchone() is None:
+                raise StreamDeleted(stream_id, hard=True)
 
     async def _save_snapshot(
         self, stream_id: str, version: int, event_type: str, event_version: int, data: bytes
     ) -> None:
-        with self._translated():
-            async with self._cursor() as cur:
-                await cur.execute(
-                    self._sql.save_snapshot,
-                    {
-                        "id": stream_id,
-                        "v": version,
-                        "t": event_type,
-                        "tv": event_version,
-                        "d": data,
-                    },
-                )
-                deleted = await cur.fetchone()
+        async with self._statements() as cur:
+            await cur.execute(
+                self._sql.save_snapshot,
+                {
+                    "id": stream_id,
+                    "v": version,
+                    "t": event_type,
+                    "tv": event_version,
+                    "d": data,
+                },
+            )
+            deleted = await cur.fetchone()
         if deleted is not None:
             raise StreamDeleted(stream_id, hard=deleted[0] == "hard")
 
     async def _load_snapshot(
         self, stream_id: str, at_or_below: int | None
     ) -> tuple[int, str, int, bytes] | None:
-        with self._translated():
-            async with self._cursor() as cur:
-                await cur.execute(self._sql.load_snapshot, [stream_id, at_or_below, at_or_below])
-                row = await cur.fetchone()
+        async with self._statements() as cur:
+            await cur.execute(self._sql.load_snapshot, [stream_id, at_or_below, at_or_below])
+            row = await cur.fetchone()
         return None if row is None else (row[0], row[1], row[2], row[3])
 
     async def _load_checkpoint(self, consumer: str) -> int | None:
-        with self._translated():
-            async with self._cursor() as cur:
-                await cur.execute(self._sql.load_checkpoint, [consumer])
-                row = await cur.fetchone()
+        async with self._statements() as cur:
+            await cur.execute(self._sql.load_checkpoint, [consumer])
+            row = await cur.fetchone()
         return None if row is None else int(row[0])
 
     async def _save_checkpoint(self, consumer: str, position: int) -> None:
-        with self._translated():
-            async with self._cursor() as cur:
-                await cur.execute(self._sql.save_checkpoint, [consumer, position])
+        async with self._statements() as cur:
+            await cur.execute(self._sql.save_checkpoint, [consumer, position])
 
     # -- waking subscriptions --------------------------------------------------
 
@@ -583,6 +469,9 @@ class PostgresEventStore(AppendingStore):
             and (self._listener is None or self._listener.done())
         ):
             self._listener = asyncio.get_running_loop().create_task(self._listen())
+        if self._bound is None and self._fence_watch.due(monotonic()):
+            with contextlib.suppress(StoreUnavailable):  # the next read says so
+                self._fence_watch.saw(await self.fence_status(), self.names.schema)
         await super()._wait_for_events(ticket, max_wait)
 
     async def _listen(self) -> None:
