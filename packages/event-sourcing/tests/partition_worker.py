@@ -2,7 +2,8 @@
 
 Usage: ``python partition_worker.py URL SCHEMA WORKER PARTITIONS MAX_PARTITIONS STATE_FILE``.
 Runs the partitioned ``SqlBalances`` read model until killed, and writes the
-partitions it holds to ``STATE_FILE`` (JSON) whenever they change.
+partitions it holds to ``STATE_FILE`` (JSON) whenever they change. An empty
+``SCHEMA`` is for SQLite, whose leases then expire after one second.
 """
 
 from __future__ import annotations
@@ -28,12 +29,11 @@ async def main(argv: list[str]) -> None:
         pass
 
     Partitioned.partitions = int(partitions)
-    projection = Partitioned(schema=schema, worker=worker)
+    projection = Partitioned(schema=schema or None, worker=worker)
     state = Path(state_file)
+    options: dict[str, object] = {"schema": schema} if schema else {"lease_ttl": 1.0}
     async with (
-        open_event_store(
-            url, registry=ledger_registry(), schema=schema, poll_interval=0.05
-        ) as store,
+        open_event_store(url, registry=ledger_registry(), poll_interval=0.05, **options) as store,
         ProjectionRunner(
             store, [projection], lease_interval=0.2, max_partitions=int(most), batch_size=20
         ) as runner,

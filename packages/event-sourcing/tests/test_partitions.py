@@ -159,6 +159,69 @@ async def _wait_for_all(store: TransactionalEventStore, projection: SqlBalances,
     raise AssertionError(f"the read model has {len(model.times)} of {n} events")
 
 
+async def _share_and_take_over(
+    store: TransactionalEventStore, url: str, schema: str, tmp_path: Path
+) -> None:
+    """Three runner processes share the 4 partitions; a killed one's go to the others."""
+    projection = SqlBalances(schema=schema or None)
+    async with store.transaction() as tx:
+        await projection.create_tables(tx)
+    for i in range(120):
+        await store.append(f"acct-{i % 24}", [Credited(amount=i)])
+    names = ["p0", "p1", "p2"]
+    processes = {
+        name: _start(url, schema, name, tmp_path / f"{name}.json", tmp_path / f"{name}.log")
+        for name in names
+    }
+    try:
+        await _wait_for_all(store, projection, 120)
+        held = {name: _held(tmp_path / f"{name}.json") for name in names}
+        assert sorted(p for ps in held.values() for p in ps) == [
+            f"sql-balances#{i}/4" for i in range(4)
+        ]
+        # Each holds at most 2, so the split is 2/2/0 or 2/1/1: the survivors have room.
+        victim = next(name for name in names if held[name])
+        survivors = [name for name in names if name != victim]
+        os.kill(processes[victim].pid, signal.SIGKILL)
+        processes[victim].wait()
+        for i in range(120, 200):
+            await store.append(f"acct-{i % 24}", [Credited(amount=i)])
+        await _wait_for_all(store, projection, 200)
+        with anyio.fail_after(10):
+            while True:
+                now = {p: name for name in survivors for p in _held(tmp_path / f"{name}.json")}
+                if all(name in now for name in held[victim]):
+                    break
+                await anyio.sleep(0.05)
+        model = await read_model(store, projection)
+        assert model.times == dict.fromkeys(await event_ids(store), 1)
+        assert model.balances == await expected_balances(store)
+        # Each partition's events went to one process at a time; the victim's moved on.
+        by_partition: dict[int, set[str]] = {}
+        async for event in store.read_all(after=0):
+            if event.global_position and str(event.event_id) in model.workers:
+                part = partition_of(event.stream_id, 4)
+                by_partition.setdefault(part, set()).add(model.workers[str(event.event_id)])
+        for name in held[victim]:
+            part = int(name.split("#")[1].split("/")[0])
+            assert by_partition[part] == {victim, now[name]}
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+async def test_runner_processes_on_one_sqlite_file_apply_each_event_once_and_take_over_a_killed_one(
+    tmp_path: Path,
+) -> None:
+    """On SQLite the partitions' leases are rows of the file that the processes share."""
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    async with open_event_store(url, registry=ledger_registry()) as store:
+        assert isinstance(store, TransactionalEventStore)
+        await _share_and_take_over(store, url, "", tmp_path)
+
+
 async def test_runner_processes_on_postgres_apply_every_event_once_and_take_over_a_killed_one(
     postgres_url: str, pg_schema: str, tmp_path: Path
 ) -> None:
@@ -166,48 +229,4 @@ async def test_runner_processes_on_postgres_apply_every_event_once_and_take_over
         postgres_url, registry=ledger_registry(), schema=pg_schema, auto_migrate=True
     ) as store:
         assert isinstance(store, TransactionalEventStore)
-        projection = SqlBalances(schema=pg_schema)
-        async with store.transaction() as tx:
-            await projection.create_tables(tx)
-        for i in range(120):
-            await store.append(f"acct-{i % 24}", [Credited(amount=i)])
-        names = ["p0", "p1", "p2"]
-        processes = {
-            name: _start(
-                postgres_url, pg_schema, name, tmp_path / f"{name}.json", tmp_path / f"{name}.log"
-            )
-            for name in names
-        }
-        try:
-            await _wait_for_all(store, projection, 120)
-            held = {name: _held(tmp_path / f"{name}.json") for name in names}
-            assert sorted(p for ps in held.values() for p in ps) == [
-                f"sql-balances#{i}/4" for i in range(4)
-            ]
-            victim = next(name for name in names if held[name])
-            standby = next(name for name in names if not held[name])
-            os.kill(processes[victim].pid, signal.SIGKILL)
-            processes[victim].wait()
-            for i in range(120, 200):
-                await store.append(f"acct-{i % 24}", [Credited(amount=i)])
-            await _wait_for_all(store, projection, 200)
-            with anyio.fail_after(10):
-                while sorted(_held(tmp_path / f"{standby}.json")) != sorted(held[victim]):  # noqa: ASYNC110
-                    await anyio.sleep(0.05)
-            model = await read_model(store, projection)
-            assert model.times == dict.fromkeys(await event_ids(store), 1)
-            assert model.balances == await expected_balances(store)
-            # Each partition's events went to one process at a time; the victim's moved on.
-            by_partition: dict[int, set[str]] = {}
-            async for event in store.read_all(after=0):
-                if event.global_position and str(event.event_id) in model.workers:
-                    part = partition_of(event.stream_id, 4)
-                    by_partition.setdefault(part, set()).add(model.workers[str(event.event_id)])
-            for name in held[victim]:
-                part = int(name.split("#")[1].split("/")[0])
-                assert by_partition[part] == {victim, standby}
-        finally:
-            for process in processes.values():
-                if process.poll() is None:
-                    process.kill()
-                    process.wait()
+        await _share_and_take_over(store, postgres_url, pg_schema, tmp_path)

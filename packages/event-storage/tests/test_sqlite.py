@@ -113,9 +113,9 @@ async def test_migrations_are_recorded_once(db: Path, registry: EventRegistry) -
         await store.migrate()
         await store.migrate()
     versions = query(db, "SELECT version FROM uno_schema_migrations")
-    assert versions == [(1,), (2,)]
+    assert versions == [(1,), (2,), (3,)]
     tables = {name for (name,) in query(db, "SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"uno_events", "uno_streams", "uno_snapshots", "uno_checkpoints"} <= tables
+    assert {"uno_events", "uno_streams", "uno_snapshots", "uno_checkpoints", "uno_leases"} <= tables
     assert query(db, "PRAGMA journal_mode") == [("wal",)]
 
 
@@ -132,7 +132,7 @@ async def test_two_stores_migrating_one_file_at_once_both_succeed(
     finally:
         for store in stores:
             await store.close()
-    assert query(db, "SELECT version FROM uno_schema_migrations") == [(1,), (2,)]
+    assert query(db, "SELECT version FROM uno_schema_migrations") == [(1,), (2,), (3,)]
 
 
 async def test_an_unmigrated_file_raises_schema_not_migrated_until_migrated(
@@ -141,7 +141,7 @@ async def test_an_unmigrated_file_raises_schema_not_migrated_until_migrated(
     async with await open_store(db, registry, auto_migrate=False) as store:
         with pytest.raises(SchemaNotMigrated) as info:
             await store.append("s", deposits(1))
-        assert (info.value.have, info.value.want, info.value.where) == (0, 2, str(db))
+        assert (info.value.have, info.value.want, info.value.where) == (0, 3, str(db))
         with pytest.raises(SchemaNotMigrated):
             await store.read_stream("s")
         with pytest.raises(SchemaNotMigrated):
@@ -202,7 +202,7 @@ async def test_a_version_1_file_is_upgraded_keeping_its_events_and_their_ids(
             await store.append("new", [NewEvent(data=events[0].data, event_id=old_ids[0])])
         later = await store.append("old", [MoneyDeposited(amount=4)], expected_version=3)
         assert (later.stream_version, later.global_position) == (4, 4)
-    assert query(db, "SELECT version FROM uno_schema_migrations") == [(1,), (2,)]
+    assert query(db, "SELECT version FROM uno_schema_migrations") == [(1,), (2,), (3,)]
     assert query(db, "SELECT id_assigned FROM uno_events ORDER BY position") == [
         (0,),
         (0,),

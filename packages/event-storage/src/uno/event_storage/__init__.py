@@ -27,7 +27,7 @@ from uno.event_storage._prepared import (
 )
 from uno.event_storage._subscription import PollingSubscription
 from uno.event_storage.memory import InMemoryEventStore, InMemoryLeaseStore, InMemoryTransaction
-from uno.event_storage.sqlite import SQLiteEventStore, SQLiteTransaction
+from uno.event_storage.sqlite import SQLiteEventStore, SQLiteLeaseStore, SQLiteTransaction
 
 __all__ = [
     "BACKENDS_GROUP",
@@ -43,6 +43,7 @@ __all__ = [
     "PreparedEvent",
     "Row",
     "SQLiteEventStore",
+    "SQLiteLeaseStore",
     "SQLiteTransaction",
     "StoredId",
     "check_expected_version",

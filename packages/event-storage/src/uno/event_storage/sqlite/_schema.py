@@ -16,6 +16,7 @@ transaction. Tables (with the default prefix ``uno_``)::
     uno_checkpoints        consumer PK, position
     uno_high_water         one row: the last position assigned before events were erased
     uno_id_salt            one row: the random salt of the ids the store assigns
+    uno_leases             name PK, generation, holder, acquired_at, expires_at (ms; 0: free)
 
 An append numbers its events itself, after the larger of the last stored
 position and the high-water mark, inside its write transaction. So positions

@@ -130,6 +130,21 @@ MIGRATIONS: tuple[Migration, ...] = (
             "INSERT INTO {p}id_salt (id, salt) VALUES (1, randomblob(10))",
         ),
     ),
+    Migration(
+        3,
+        (
+            # Leases that hold across the processes of one machine: see sqlite/_leases.py.
+            # Times are milliseconds since the epoch; expires_at 0 means released. A
+            # released row stays, so that a name's generation never repeats.
+            """CREATE TABLE {p}leases (
+                name TEXT PRIMARY KEY,
+                generation INTEGER NOT NULL,
+                holder TEXT NOT NULL,
+                acquired_at INTEGER NOT NULL,
+                expires_at INTEGER NOT NULL
+            ) WITHOUT ROWID""",
+        ),
+    ),
 )
 """Every schema step, oldest first. Append new steps; never edit a released one."""
 

@@ -68,7 +68,6 @@ import asyncio
 import os
 import sqlite3
 import time
-import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -84,7 +83,6 @@ from uno.event_storage.exceptions import (
     StoreConfigurationError,
     StoreUnavailable,
 )
-from uno.event_storage.memory._leases import InMemoryLeaseStore
 from uno.event_storage.sqlite._connections import (
     INLINE_MAX_BYTES,
     INLINE_TURN,
@@ -97,6 +95,7 @@ from uno.event_storage.sqlite._connections import (
     encoded_size,
     in_write_transaction,
 )
+from uno.event_storage.sqlite._leases import DEFAULT_LEASE_TTL, SQLiteLeaseStore
 from uno.event_storage.sqlite._schema import SCHEMA_VERSION, SQLiteSchema, Tip, recorded_now
 from uno.event_storage.sqlite._transaction import SQLiteAccess, SQLiteTransaction
 from uno.event_storage.sqlite._writer import Writer
@@ -140,6 +139,8 @@ class SQLiteEventStore(SQLiteAccess):
             stream metadata. The rest of a longer stream, ``read_all`` and
             ``count_events`` run on the reader threads, as everything does
             with ``False``.
+        lease_ttl: Seconds a lease of ``lease_store()`` lives without a
+            renewal: how long a crashed process keeps its leases.
     """
 
     def __init__(
@@ -158,6 +159,7 @@ class SQLiteEventStore(SQLiteAccess):
         scan_window: int = 10_000,
         inline_events: int = 128,
         inline_reads: bool = True,
+        lease_ttl: float = DEFAULT_LEASE_TTL,
     ) -> None:
         super().__init__(
             registry,
@@ -177,12 +179,15 @@ class SQLiteEventStore(SQLiteAccess):
             raise StoreConfigurationError(f"scan_window must be >= 1, got {scan_window}")
         if inline_events < 0:
             raise StoreConfigurationError(f"inline_events must be >= 0, got {inline_events}")
+        if not lease_ttl > 0:
+            raise StoreConfigurationError(f"lease_ttl must be > 0 seconds, got {lease_ttl}")
         self.path = os.path.abspath(path)
         self._sql = SQLiteSchema(table_prefix)
         self._scan_window = scan_window
         self._auto_migrate = auto_migrate
         self._synchronous = synchronous.upper()
         self._busy_timeout = busy_timeout
+        self._lease_ttl = lease_ttl
         self._inline_events = inline_events if self._synchronous == "NORMAL" else 0
         self._turn_ends = 0.0  # when inline appends next let other tasks run
         self._tip: Tip | None = None  # what the last append left, if it was optimistic
@@ -265,20 +270,22 @@ class SQLiteEventStore(SQLiteAccess):
         if not self._schema_ready:
             raise SchemaNotMigrated(self.path, have, SCHEMA_VERSION)
 
-    def lease_store(self) -> InMemoryLeaseStore:
-        """Return the leases of this database file (and table prefix), held in this process.
+    def lease_store(self, *, ttl: float | None = None) -> SQLiteLeaseStore:
+        """Return leases shared by the processes of this machine that open this file and prefix.
 
-        Every store of this process opened on the same file shares them. They
-        coordinate the tasks of one process only: SQLite has no lock that dies
-        with its holder, so a second process on the same file gets leases of
-        its own. Run one process per SQLite file, or use PostgreSQL to share
-        work between processes.
+        Each call returns a holder of its own. A lease lives ``ttl`` seconds
+        (the store's ``lease_ttl`` by default) past its last renewal, which a
+        thread of the lease store makes every third of that, so a process
+        that dies keeps its leases that long. Leases rely on the wall clock
+        that the holders share: they hold among the processes of one machine,
+        not across machines sharing a file system.
         """
-        key = (os.path.realpath(self.path), self._sql.prefix)
-        leases = _LEASES.get(key)
-        if leases is None:
-            leases = _LEASES[key] = InMemoryLeaseStore()
-        return leases
+        return SQLiteLeaseStore(
+            self.path,
+            table_prefix=self._sql.prefix,
+            ttl=self._lease_ttl if ttl is None else ttl,
+            busy_timeout=self._busy_timeout,
+        )
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[SQLiteTransaction]:
@@ -461,12 +468,6 @@ class SQLiteEventStore(SQLiteAccess):
         unavailable = StoreUnavailable("sqlite", reason)
         unavailable.__cause__ = error
         return unavailable
-
-
-_LEASES: weakref.WeakValueDictionary[tuple[str, str], InMemoryLeaseStore] = (
-    weakref.WeakValueDictionary()
-)
-"""Each database file's (and table prefix's) lease store, while someone uses it."""
 
 
 def _path_of(url: str) -> str:

@@ -19,7 +19,8 @@ one). Every test then runs against it, unchanged (pytest with the anyio plugin; 
 ``[testing]`` extra installs what the kit needs). A store that has a
 ``transaction()`` method (``TransactionalEventStore``) also subclasses
 ``TransactionalStoreContract``: writes inside transactions that commit, roll
-back or are cancelled, and what readers outside see meanwhile.
+back or are cancelled, and what readers outside see meanwhile. A store with
+``lease_store()`` runs ``LeaseStoreContract`` on its leases.
 """
 
 from uno.event_storage.testing._concurrency import ConcurrencyReport, run_concurrent_writers
@@ -32,6 +33,7 @@ from uno.event_storage.testing._fixtures import (
     contract_registry,
     settled,
 )
+from uno.event_storage.testing._leases import LeaseStoreContract, NewHolder
 from uno.event_storage.testing._services import postgres_url, require_service
 from uno.event_storage.testing._transactional import TransactionalStoreContract
 
@@ -40,7 +42,9 @@ __all__ = [
     "AccountSnapshot",
     "ConcurrencyReport",
     "EventStoreContract",
+    "LeaseStoreContract",
     "MoneyDeposited",
+    "NewHolder",
     "TransactionalStore",
     "TransactionalStoreContract",
     "contract_registry",
