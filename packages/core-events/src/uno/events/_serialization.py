@@ -5,12 +5,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from types import ModuleType
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, NoReturn, Protocol, runtime_checkable
 
 import msgspec
 
 from uno.events._event import Event
 from uno.events._metadata import EventMetadata
+from uno.events._readback import compile_checked_encoder, first_unwritable
 from uno.events._registry import EventRegistry
 from uno.events._upcasting import Upcaster
 from uno.events.exceptions import (
@@ -40,9 +41,14 @@ class Serializer(Protocol):
     old versions applies the registered upcasters; and that it raises only the
     errors below, never a codec's own exception.
 
+    ``encode`` refuses what ``decode`` could not read back (a value of another
+    type than its field's, a NaN the format cannot hold), so a store never
+    writes an event no reader can read.
+
     Raises (from its methods):
         UnregisteredEvent: ``encode`` got an event whose class is not registered.
-        EventEncodeError: a value cannot be represented by the format.
+        EventEncodeError: a value cannot be represented by the format, or would
+            not decode back into its class (``field`` names it).
         UnknownEventType: ``decode`` got a type or version nothing handles.
         EventDecodeError: the bytes do not match the class they claim to be.
         UpcastError: an upcaster failed.
@@ -80,6 +86,7 @@ class _MsgspecSerializer:
 
     content_type: ClassVar[str]
     _codec: ClassVar[ModuleType]  # msgspec.json or msgspec.msgpack: same Encoder/Decoder API
+    _finite_floats: ClassVar[bool]  # the format cannot hold NaN or infinity
 
     def __init__(self, registry: EventRegistry) -> None:
         self.registry = registry
@@ -88,6 +95,7 @@ class _MsgspecSerializer:
         self._registered = registry.identities
         self._typed: dict[type[Any], Callable[[bytes], Any]] = {}
         self._plans: dict[str, dict[int, _Plan]] = {}  # type name -> version -> plan
+        self._encoders: dict[type[Any], Callable[[Any], bytes]] = {}  # class -> checked encode
         self._metadata_decode = self._typed_decoder(EventMetadata)
         registry.on_change(self._forget_plans)
 
@@ -95,14 +103,65 @@ class _MsgspecSerializer:
         self._plans.clear()
 
     def encode(self, event: Event) -> bytes:
-        """Return the bytes of ``event``'s data; its class must be registered."""
-        if type(event) not in self._registered:
-            raise UnregisteredEvent(type(event))
+        """Return the bytes of ``event``'s data; its class must be registered.
+
+        Raises:
+            UnregisteredEvent: the event's class is not registered.
+            EventEncodeError: a field holds a value the codec cannot encode, or
+                one whose bytes would not decode back into the class (a value
+                of another type, a NaN or infinity in JSON, a list inside itself).
+        """
         try:
-            return self._encode(event)
-        except (TypeError, ValueError, OverflowError) as exc:
-            event_type, version = self._registered[type(event)]
-            raise EventEncodeError(event_type, version, str(exc)) from exc
+            return self._encoders[type(event)](event)
+        except KeyError:
+            if type(event) in self._encoders:  # not the lookup's
+                raise
+            encoder = self._checked_encoder(type(event))
+        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+            raise self._encode_error(event, exc) from exc
+        try:
+            return encoder(event)
+        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+            raise self._encode_error(event, exc) from exc
+
+    def _checked_encoder(self, cls: type[Any]) -> Callable[[Any], bytes]:
+        if cls not in self._registered:
+            raise UnregisteredEvent(cls)
+        encoder = self._encoders[cls] = compile_checked_encoder(
+            cls, self._encode, self._check_reads_back, finite_floats=self._finite_floats
+        )
+        return encoder
+
+    def _check_reads_back(self, event: Event, data: bytes) -> bytes:
+        """Return ``data`` if it decodes into ``event``'s class, or raise ``EventEncodeError``."""
+        cls = type(event)
+        if self._finite_floats and b"null" in data:  # where JSON wrote a NaN, if it did
+            found = first_unwritable(event, finite_floats=True)
+            if found is not None:
+                self._refuse(cls, found[1], found[0])
+        try:
+            self._typed_decoder(cls)(data)
+        except _DECODE_ERRORS as exc:
+            reason, field = _split_path(str(exc))
+            self._refuse(cls, reason, field, exc)
+        return data
+
+    def _encode_error(self, event: Event, exc: Exception) -> EventEncodeError:
+        field: str | None = None
+        reason = str(exc)
+        if isinstance(exc, RecursionError):
+            found = first_unwritable(event, finite_floats=False)
+            field, reason = found if found is not None else (None, "it is nested too deeply")
+        event_type, version = self._registered[type(event)]
+        return EventEncodeError(event_type, version, reason, field=field)
+
+    def _refuse(
+        self, cls: type[Any], reason: str, field: str | None, cause: Exception | None = None
+    ) -> NoReturn:
+        event_type, version = self._registered[cls]
+        raise EventEncodeError(
+            event_type, version, f"it would not decode back ({reason})", field=field
+        ) from cause
 
     def decode(self, event_type: str, event_version: int, data: bytes) -> Event:
         """Return the event of the latest registered version, upcasting old data."""
@@ -235,6 +294,7 @@ class JsonSerializer(_MsgspecSerializer):
 
     content_type = "application/json"
     _codec: ClassVar[ModuleType] = msgspec.json
+    _finite_floats: ClassVar[bool] = True
 
 
 class MsgPackSerializer(_MsgspecSerializer):
@@ -246,11 +306,17 @@ class MsgPackSerializer(_MsgspecSerializer):
 
     content_type = "application/msgpack"
     _codec: ClassVar[ModuleType] = msgspec.msgpack
+    _finite_floats: ClassVar[bool] = False
+
+
+def _split_path(message: str) -> tuple[str, str | None]:
+    """Split a msgspec error message into its reason and the field path it names."""
+    match = _FIELD_PATH.search(message)
+    if match is None:
+        return message, None
+    return message[: match.start()], match.group(1) or None
 
 
 def _decode_error(event_type: str, version: int, exc: Exception) -> EventDecodeError:
-    message = str(exc)
-    match = _FIELD_PATH.search(message)
-    field = match.group(1) if match else None
-    reason = message[: match.start()] if match else message
-    return EventDecodeError(event_type, version, reason, field=field or None)
+    reason, field = _split_path(str(exc))
+    return EventDecodeError(event_type, version, reason, field=field)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Protocol, Self, TypeAlias, runtime_checkable
 from uuid import UUID
@@ -25,6 +26,8 @@ __all__ = [
     "EventStore",
     "ExpectedVersion",
     "NewEvent",
+    "RawEvent",
+    "RawLogReader",
     "Snapshot",
     "SnapshotStore",
     "StoreTransaction",
@@ -114,6 +117,58 @@ class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
     state: Event
 
 
+class RawEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """A stored event as its bytes, not decoded: what ``read_all_raw`` yields.
+
+    It is how a reader gets past an event that does not decode (bad data
+    written before append checked it, or by another program; a type this
+    process does not register): keep its bytes (to inspect, fix or replay
+    it), move the checkpoint past ``global_position``, and go on.
+
+    Attributes:
+        event_id: The event's id.
+        stream_id: Its stream.
+        stream_version: Its version in the stream.
+        global_position: Its position in the global log.
+        recorded_at: When the store wrote it.
+        event_type: The type name stored with it.
+        event_version: The type version stored with it.
+        data: The event's bytes, as the store's serializer encoded them.
+        metadata: The metadata's bytes; empty when the event had none.
+    """
+
+    event_id: UUID
+    stream_id: str
+    stream_version: int
+    global_position: int
+    recorded_at: datetime
+    event_type: str
+    event_version: int
+    data: bytes
+    metadata: bytes
+
+
+@runtime_checkable
+class RawLogReader(Protocol):
+    """A store that can read its global log undecoded (every uno store is one).
+
+    An implementer guarantees that ``read_all_raw`` yields the events
+    ``read_all`` would, with the same arguments, in the same order, as
+    ``RawEvent``s, without decoding them: it never raises a serialization error.
+    """
+
+    def read_all_raw(
+        self,
+        *,
+        after: int = 0,
+        event_types: Collection[str] | None = None,
+        stream_prefix: str | None = None,
+        batch_size: int = 1000,
+    ) -> AsyncIterator[RawEvent]:
+        """Iterate the global log after position ``after`` as stored bytes."""
+        ...
+
+
 @runtime_checkable
 class Subscription(Protocol):
     """A live read of the global log: catch-up first, then new events as they commit.
@@ -201,8 +256,18 @@ class EventStore(Protocol):
         """Iterate the global log after position ``after``, fetching in batches."""
         ...
 
-    def subscribe(self, *, after: int = 0) -> Subscription:
-        """Follow the global log after position ``after``: catch up, then go live."""
+    def subscribe(
+        self,
+        *,
+        after: int = 0,
+        event_types: Collection[str] | None = None,
+        stream_prefix: str | None = None,
+    ) -> Subscription:
+        """Follow the global log after position ``after``: catch up, then go live.
+
+        ``event_types`` and ``stream_prefix`` filter as ``read_all``'s do, in
+        the store, so events a consumer does not handle are never decoded.
+        """
         ...
 
     async def log_position(self) -> int:

@@ -124,33 +124,82 @@ class SerializationError(UnoEventsError):
 
 
 class EventEncodeError(SerializationError):
-    """An event holds a value the codec cannot encode."""
+    """An event holds a value the codec cannot encode, or one it could not read back.
+
+    ``field`` names the offending field as a path (``"amount"``,
+    ``"lines[2].price"``) when one is to blame, ``None`` otherwise. The event
+    was not written: a store's ``append`` raises this before it writes anything.
+    """
 
     code = "events.encode_failed"
 
-    def __init__(self, event_type: str, version: int, reason: str) -> None:
+    def __init__(
+        self, event_type: str, version: int, reason: str, *, field: str | None = None
+    ) -> None:
         self.event_type = event_type
         self.version = version
         self.reason = reason
+        self.field = field
         if "serialize ints" in reason:
             hint = "MessagePack holds integers up to 64 bits: use JSON, or a Decimal field"
+        elif "NaN" in reason or "infinity" in reason:
+            hint = (
+                "JSON has no NaN or infinity (it would store null, which the float field "
+                "cannot read back): store None in an optional field, or a Decimal"
+            )
+        elif "contains itself" in reason:
+            hint = "build the value without a reference cycle (a list or dict inside itself)"
+        elif field is not None:
+            hint = "give the field a value of its declared type (or declare the type it holds)"
         else:
             hint = (
                 "give every field a type msgspec supports (builtins, datetime, UUID, Decimal, "
                 "enums, Structs) and values of that type"
             )
-        super().__init__(f"Cannot encode {event_type!r} version {version}: {reason}. Fix: {hint}.")
+        where = f" in field {field!r}" if field else ""
+        super().__init__(
+            f"Cannot encode {event_type!r} version {version}{where}: {reason}. "
+            f"Nothing was written. Fix: {hint}."
+        )
+
+
+def _location(stream_id: str | None, stream_version: int | None, position: int | None) -> str:
+    """Return where a stored event is, for a message: `` at global position 7 (...)``."""
+    if position is None and stream_id is None:
+        return ""
+    at = f" at global position {position}" if position is not None else ""
+    if stream_id is not None:
+        at += f" (stream {stream_id!r} version {stream_version})"
+    return at
 
 
 class UnknownEventType(SerializationError):
-    """Stored data names an event type or version that no registered class handles."""
+    """Stored data names an event type or version that no registered class handles.
+
+    Raised by a store's read, it says where the event is: ``stream_id``,
+    ``stream_version`` and ``position`` (its global position); each is ``None``
+    when the serializer is called on its own. ``read_all_raw`` reads such an
+    event undecoded.
+    """
 
     code = "events.unknown_event_type"
 
-    def __init__(self, event_type: str, version: int, known_versions: tuple[int, ...]) -> None:
+    def __init__(
+        self,
+        event_type: str,
+        version: int,
+        known_versions: tuple[int, ...],
+        *,
+        stream_id: str | None = None,
+        stream_version: int | None = None,
+        position: int | None = None,
+    ) -> None:
         self.event_type = event_type
         self.version = version
         self.known_versions = known_versions
+        self.stream_id = stream_id
+        self.stream_version = stream_version
+        self.position = position
         if known_versions and version > max(known_versions):
             hint = (
                 f"it was written by a newer release (latest registered: {max(known_versions)}); "
@@ -163,11 +212,18 @@ class UnknownEventType(SerializationError):
             )
         else:
             hint = "register its event class (misspelled, renamed, or not imported?)"
-        super().__init__(f"No event class for {event_type!r} version {version}; {hint}.")
+        at = _location(stream_id, stream_version, position)
+        super().__init__(f"No event class for {event_type!r} version {version}{at}; {hint}.")
 
 
 class EventDecodeError(SerializationError):
-    """Stored bytes do not match the event class they claim to be."""
+    """Stored bytes do not match the event class they claim to be.
+
+    Raised by a store's read, it says where the event is: ``stream_id``,
+    ``stream_version`` and ``position`` (its global position); each is ``None``
+    when the serializer is called on its own. ``field`` is the path of the
+    field that failed, when msgspec names one.
+    """
 
     code = "events.decode_failed"
 
@@ -179,33 +235,54 @@ class EventDecodeError(SerializationError):
         *,
         field: str | None = None,
         position: int | None = None,
+        stream_id: str | None = None,
+        stream_version: int | None = None,
     ) -> None:
         self.event_type = event_type
         self.version = version
         self.reason = reason
         self.field = field
         self.position = position
+        self.stream_id = stream_id
+        self.stream_version = stream_version
         where = f" in field {field!r}" if field else ""
-        at = f" at global position {position}" if position is not None else ""
+        at = _location(stream_id, stream_version, position)
         super().__init__(
             f"Cannot decode {event_type!r} version {version}{at}{where}: {reason}. "
             "The data does not match the class that reads it: if the class changed, raise its "
             "event_version and register an upcaster from the stored version; if an upcaster "
-            "produced it, fix the upcaster."
+            "produced it, fix the upcaster. A reader gets past it with read_all_raw."
         )
 
 
 class UpcastError(SerializationError):
-    """An upcaster raised, or returned something other than what it promised."""
+    """An upcaster raised, or returned something other than what it promised.
+
+    Raised by a store's read, it carries ``stream_id``, ``stream_version`` and
+    ``position`` as ``EventDecodeError`` does.
+    """
 
     code = "events.upcast_failed"
 
-    def __init__(self, event_type: str, from_version: int, reason: str) -> None:
+    def __init__(
+        self,
+        event_type: str,
+        from_version: int,
+        reason: str,
+        *,
+        stream_id: str | None = None,
+        stream_version: int | None = None,
+        position: int | None = None,
+    ) -> None:
         self.event_type = event_type
         self.from_version = from_version
         self.reason = reason
+        self.stream_id = stream_id
+        self.stream_version = stream_version
+        self.position = position
+        at = _location(stream_id, stream_version, position)
         super().__init__(
-            f"Upcasting {event_type!r} from version {from_version} to {from_version + 1} "
+            f"Upcasting {event_type!r} from version {from_version} to {from_version + 1}{at} "
             f"failed: {reason}. Fix the upcaster; the stored event is unchanged."
         )
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
@@ -28,7 +28,15 @@ from uno.event_sourcing.exceptions import (
     ProjectionConfigurationError,
     UnknownProjection,
 )
-from uno.events import EventRegistry, Lease, LeaseStore
+from uno.events import (
+    Event,
+    EventRegistry,
+    Lease,
+    LeaseStore,
+    RawEvent,
+    RawLogReader,
+    RecordedEvent,
+)
 
 __all__ = ["ProjectionRunner", "ProjectionStatus"]
 
@@ -284,17 +292,31 @@ class ProjectionRunner:
                 lag = await self._store.count_events(after=position, event_types=worker.event_types)
                 age = 0.0
                 if lag:
-                    events = self._store.read_all(
-                        after=position, event_types=worker.event_types, batch_size=1
-                    )
-                    async with closing(events):
-                        async for event in events:
-                            age = max(0.0, (now - event.recorded_at).total_seconds())
-                            break
+                    oldest = await self._oldest_recorded_at(position, worker.event_types)
+                    if oldest is not None:
+                        age = max(0.0, (now - oldest).total_seconds())
                 found[worker.checkpoint] = ProjectionStatus(
                     worker.checkpoint, position, lag, age, worker.state, worker.error
                 )
         return found
+
+    async def _oldest_recorded_at(
+        self, after: int, event_types: Collection[str]
+    ) -> datetime | None:
+        """Return when the first event after ``after`` was recorded, read undecoded if possible.
+
+        Undecoded, an event that does not decode still gives its age.
+        """
+        store = self._store
+        events: AsyncIterator[RawEvent] | AsyncIterator[RecordedEvent[Event]]
+        if isinstance(store, RawLogReader):
+            events = store.read_all_raw(after=after, event_types=event_types, batch_size=1)
+        else:
+            events = store.read_all(after=after, event_types=event_types, batch_size=1)
+        async with closing(events):
+            async for event in events:
+                return event.recorded_at
+        return None
 
     # -- rebuild ---------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 
 A worker reads the global log after its checkpoint, filtered by the
 projection's event types, and applies batches; then it follows the log live
-through a subscription. A transactional projection's batch runs in one
+through a subscription (filtered by the same types, in the store, so catch-up
+and live agree on what they read). A transactional projection's batch runs in one
 transaction with its checkpoint; when the batch fails, each event runs alone
 so the failure policy applies to the failing event only.
 
@@ -12,6 +13,13 @@ re-reads its checkpoint. If the checkpoint is not the one this worker last
 saved, another process ran the same partition (a lease lost and taken over):
 the transaction rolls back and the worker starts again from the stored
 checkpoint, so no event is applied twice.
+
+Unreadable events: when the store cannot decode an event of the projection's
+types (``EventDecodeError``, ``UnknownEventType``, ``UpcastError``, each naming
+its position), the events before it are applied first. Then ``Skip`` (or a
+``Retry`` whose ``then`` is ``Skip``; decoding again would fail again, so it
+is not retried) parks it with its stored bytes, read with ``read_all_raw``,
+and goes on; ``Stop`` stops the projection before it, as for a failing handler.
 """
 
 from __future__ import annotations
@@ -21,7 +29,8 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
@@ -37,11 +46,19 @@ from uno.events import (
     CheckpointStore,
     Event,
     EventStore,
+    RawEvent,
+    RawLogReader,
     RecordedEvent,
     StoreTransaction,
+    Subscription,
     TransactionalEventStore,
 )
-from uno.events.exceptions import StoreUnavailable
+from uno.events.exceptions import (
+    EventDecodeError,
+    StoreUnavailable,
+    UnknownEventType,
+    UpcastError,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -51,6 +68,11 @@ __all__ = ["ProjectionState", "ProjectionStore", "ProjectionWorker", "closing"]
 logger = logging.getLogger("uno.event_sourcing.projections")
 _tracer = trace.get_tracer("uno.event_sourcing")
 _UNAVAILABLE_WAIT = 1.0
+_T = TypeVar("_T")
+
+Unreadable = EventDecodeError | UnknownEventType | UpcastError
+"""What a read raises for a stored event it cannot decode; each names its ``position``."""
+_UNREADABLE = (EventDecodeError, UnknownEventType, UpcastError)
 
 
 class ProjectionStore(EventStore, CheckpointStore, Protocol):
@@ -62,9 +84,7 @@ class ProjectionStore(EventStore, CheckpointStore, Protocol):
 
 
 @asynccontextmanager
-async def closing(
-    events: AsyncIterator[RecordedEvent[Event]],
-) -> AsyncIterator[AsyncIterator[RecordedEvent[Event]]]:
+async def closing(events: AsyncIterator[_T]) -> AsyncIterator[AsyncIterator[_T]]:
     """Yield ``events`` and close the iterator (if it can be closed) on leaving, even early."""
     try:
         yield events
@@ -85,6 +105,18 @@ class ProjectionState(enum.Enum):
     """Not running here (not started, rebuilding, or its partition lease is elsewhere)."""
     FAILED = "failed"
     """Stopped by its failure policy, or by an error of the store; see ``error``."""
+
+
+_IDLE_CHECK = 0.05
+"""Seconds a live worker waits for an event before it looks how far its subscription read."""
+
+
+@dataclass
+class _Live:
+    """What the live pump shares with the consumer: its subscription, and if it holds an event."""
+
+    subscription: Subscription | None = None
+    in_flight: bool = False
 
 
 class CheckpointMoved(Exception):
@@ -215,27 +247,57 @@ class ProjectionWorker:
                 after=self.position, event_types=self.event_types, batch_size=size
             )
             async with closing(events):
-                async for event in events:
-                    seen += 1
-                    last = event.global_position
-                    if self._mine(event):
-                        batch.append(event)
-                    if len(batch) >= size:
-                        await self._process(batch, last)
-                        batch = []
+                try:
+                    async for event in events:
+                        seen += 1
+                        last = event.global_position
+                        if self._mine(event):
+                            batch.append(event)
+                        if len(batch) >= size:
+                            await self._process(batch, last)
+                            batch = []
+                except _UNREADABLE as exc:
+                    await self._process(batch, last)  # the good events before it
+                    await self._unreadable(exc)
+                    continue  # read on after it
             await self._process(batch, max(last, end))
             if seen == 0:
                 return
 
     async def _follow(self) -> None:
-        send, receive = anyio.create_memory_object_stream[RecordedEvent[Event]](self._batch_size)
+        send, receive = anyio.create_memory_object_stream[RecordedEvent[Event] | Unreadable](
+            self._batch_size
+        )
         errors: list[Exception] = []
+        live = _Live()
 
         async def pump() -> None:
+            after = self.position
             try:
-                async with send, self._store.subscribe(after=self.position) as subscription:
-                    async for event in subscription:
-                        await send.send(event)
+                async with send:
+                    while True:
+                        try:
+                            async with self._store.subscribe(
+                                after=after, event_types=self.event_types
+                            ) as subscription:
+                                live.subscription = subscription
+                                events = aiter(subscription)
+                                while True:
+                                    try:
+                                        event = await anext(events)
+                                    except StopAsyncIteration:
+                                        return
+                                    live.in_flight = True
+                                    await send.send(event)
+                                    live.in_flight = False
+                        except _UNREADABLE as exc:
+                            if exc.position is None:
+                                raise
+                            # The consumer decides, in order; the pump reads on after it.
+                            live.subscription, live.in_flight = None, True
+                            await send.send(exc)
+                            live.in_flight = False
+                            after = exc.position
             except anyio.BrokenResourceError:
                 pass  # the consumer stopped
             except Exception as exc:
@@ -247,33 +309,111 @@ class ProjectionWorker:
             tasks.start_soon(pump)
             try:
                 with receive:
-                    await self._consume(receive)
+                    await self._consume(receive, live)
             except Exception as exc:
                 errors.append(exc)
             tasks.cancel_scope.cancel()
         if errors:
             raise errors[0]
 
-    async def _consume(self, receive: MemoryObjectReceiveStream[RecordedEvent[Event]]) -> None:
+    async def _consume(
+        self, receive: MemoryObjectReceiveStream[RecordedEvent[Event] | Unreadable], live: _Live
+    ) -> None:
         self.state = ProjectionState.CAUGHT_UP
         while True:
+            drained: list[RecordedEvent[Event] | Unreadable] = []
             try:
-                drained = [await receive.receive()]
+                with anyio.move_on_after(_IDLE_CHECK):
+                    drained.append(await receive.receive())
             except anyio.EndOfStream:
                 return
+            if not drained:
+                await self._scanned(live)
+                continue
             self.state = ProjectionState.RUNNING
             while len(drained) < self._batch_size:
                 try:
                     drained.append(receive.receive_nowait())
                 except (anyio.WouldBlock, anyio.EndOfStream):
                     break
-            batch = [e for e in drained if self._mine(e) and self.projection.handles_event(e)]
-            await self._process(batch, drained[-1].global_position, lazy=True)
+            await self._process_drained(drained)
             if receive.statistics().current_buffer_used == 0:
                 self.state = ProjectionState.CAUGHT_UP
 
+    async def _scanned(self, live: _Live) -> None:
+        """Move past the events the store filtered out, while nothing is in flight.
+
+        The subscription filters by type in the store, so the events of other
+        types never arrive here; its ``position`` says how far it has read.
+        Nothing read is waiting to be processed when the pump holds no event
+        (``in_flight``) and this side has drained the stream.
+        """
+        position = getattr(live.subscription, "position", None)
+        if live.in_flight or not isinstance(position, int) or position <= self.position:
+            return
+        await self._process([], position, lazy=True)
+
+    async def _process_drained(self, drained: list[RecordedEvent[Event] | Unreadable]) -> None:
+        """Process live events in order, an unreadable one after the events before it."""
+        run: list[RecordedEvent[Event]] = []
+        for item in [*drained, None]:
+            if isinstance(item, RecordedEvent):
+                run.append(item)
+                continue
+            if run:
+                batch = [e for e in run if self._mine(e) and self.projection.handles_event(e)]
+                await self._process(batch, run[-1].global_position, lazy=True)
+                run = []
+            if item is not None:
+                await self._unreadable(item)
+
     def _mine(self, event: RecordedEvent[Event]) -> bool:
         return self.partition is None or self.partition.holds(event.stream_id)
+
+    # -- unreadable events -----------------------------------------------------
+
+    async def _unreadable(self, error: Unreadable) -> None:
+        """Get past a stored event that does not decode: park it (``Skip``) or stop.
+
+        The checkpoint moves past it only when it is parked, or when it
+        belongs to another partition (whose worker decides).
+        """
+        position = error.position
+        if position is None:  # not from a store's read: nothing to get past
+            raise error
+        if (
+            self.partition is not None
+            and error.stream_id is not None
+            and not self.partition.holds(error.stream_id)
+        ):
+            await self._process([], position)
+            return
+        raw = await self._raw_event(position)
+        policy = self._policy
+        final = policy.then if isinstance(policy, Retry) else policy
+        if not isinstance(final, Skip) or raw is None:
+            event_id = str(raw.event_id) if raw is not None else "unknown"
+            raise ProjectionFailed(self.checkpoint, position, event_id, error) from error
+        logger.error(
+            "projection cannot decode an event; parking it with its stored bytes",
+            extra={"projection": self.checkpoint, "position": position, "error": str(error)},
+        )
+        if self._tx_store is None:
+            await self._park(raw, error)
+            await self._save(position)
+        else:
+            await self._park_in_transaction(raw, error)
+
+    async def _raw_event(self, position: int) -> RawEvent | None:
+        """Return the stored event at ``position`` undecoded (``None``: the store cannot)."""
+        store = self._store
+        if not isinstance(store, RawLogReader):
+            return None
+        events = store.read_all_raw(after=position - 1, batch_size=1)
+        async with closing(events):
+            async for raw in events:
+                return raw if raw.global_position == position else None
+        return None
 
     # -- applying --------------------------------------------------------------
 
@@ -284,10 +424,12 @@ class ProjectionWorker:
         if not batch:
             if upto <= self.position and upto <= self._stored:
                 return
-            self.position = max(self.position, upto)
             if lazy and time.monotonic() - self._saved_at < self._checkpoint_interval:
+                self.position = max(self.position, upto)
                 return
-            await self._save(self.position)
+            # The position moves once the checkpoint is saved (``_saved``), so a
+            # caller that waits for the position finds the checkpoint there too.
+            await self._save(max(self.position, upto))
             return
         with _tracer.start_as_current_span(
             f"{self.checkpoint} process",
@@ -395,7 +537,7 @@ class ProjectionWorker:
         assert isinstance(projection, Projection)
         await projection.apply(event)
 
-    async def _park(self, event: RecordedEvent[Event], error: BaseException) -> None:
+    async def _park(self, event: RecordedEvent[Event] | RawEvent, error: BaseException) -> None:
         record = parked_event(self.projection_name, event, error)
         await self._store.append(parked_stream(self.projection_name), [record])
 
@@ -409,7 +551,9 @@ class ProjectionWorker:
             await tx.save_checkpoint(self.checkpoint, event.global_position)
         self._saved(event.global_position)
 
-    async def _park_in_transaction(self, event: RecordedEvent[Event], error: BaseException) -> None:
+    async def _park_in_transaction(
+        self, event: RecordedEvent[Event] | RawEvent, error: BaseException
+    ) -> None:
         assert self._tx_store is not None
         record = parked_event(self.projection_name, event, error)
         async with self._tx_store.transaction() as tx:

@@ -46,6 +46,7 @@ from uno.events import (
     ExpectedVersion,
     JsonSerializer,
     NewEvent,
+    RawEvent,
     RecordedEvent,
     Serializer,
     Snapshot,
@@ -254,16 +255,56 @@ class EventStoreBase(Decoding, abc.ABC):
         type names; ``stream_prefix`` keeps streams whose id starts with it
         (a category such as ``"account-"``).
         """
-        if batch_size < 1:
-            raise StoreConfigurationError(f"batch_size must be >= 1, got {batch_size}")
-        types = tuple(sorted(set(event_types))) if event_types is not None else None
-        async with contextlib.aclosing(
-            self._read_pages(after, batch_size, types, stream_prefix)
-        ) as pages:
+        async with self._pages(after, event_types, stream_prefix, batch_size) as pages:
             async for rows in pages:
                 for events in self._decode_chunks(rows):
                     for event in events:
                         yield event
+
+    async def read_all_raw(
+        self,
+        *,
+        after: int = 0,
+        event_types: Collection[str] | None = None,
+        stream_prefix: str | None = None,
+        batch_size: int = 1000,
+    ) -> AsyncIterator[RawEvent]:
+        """Iterate the global log as ``read_all`` does, but as stored bytes, undecoded.
+
+        It reads what ``read_all`` cannot: an event whose data no longer
+        matches its class, or whose type this process does not register.
+        When ``read_all`` raises ``EventDecodeError``, ``UnknownEventType`` or
+        ``UpcastError`` (each names the row's ``position``), a consumer can
+        read that row with ``read_all_raw(after=error.position - 1,
+        batch_size=1)``, keep its bytes, and go on from ``error.position``.
+        """
+        async with self._pages(after, event_types, stream_prefix, batch_size) as pages:
+            async for rows in pages:
+                for row in rows:
+                    yield RawEvent(
+                        event_id=row[0],
+                        stream_id=row[1],
+                        stream_version=row[2],
+                        global_position=row[3],
+                        recorded_at=row[4],
+                        event_type=row[5],
+                        event_version=row[6],
+                        data=bytes(row[7]),
+                        metadata=bytes(row[8]),
+                    )
+
+    def _pages(
+        self,
+        after: int,
+        event_types: Collection[str] | None,
+        stream_prefix: str | None,
+        batch_size: int,
+    ) -> contextlib.aclosing[AsyncGenerator[list[Row], None]]:
+        """Return ``_read_pages`` for ``read_all``'s arguments, closed when the block ends."""
+        if batch_size < 1:
+            raise StoreConfigurationError(f"batch_size must be >= 1, got {batch_size}")
+        types = tuple(sorted(set(event_types))) if event_types is not None else None
+        return contextlib.aclosing(self._read_pages(after, batch_size, types, stream_prefix))
 
     async def _read_pages(
         self,
@@ -296,13 +337,26 @@ class EventStoreBase(Decoding, abc.ABC):
         with self._telemetry.read("read_all", None):
             return await self._read_all(after, limit, event_types, stream_prefix)
 
-    def subscribe(self, *, after: int = 0, batch_size: int = 500) -> PollingSubscription:
+    def subscribe(
+        self,
+        *,
+        after: int = 0,
+        event_types: Collection[str] | None = None,
+        stream_prefix: str | None = None,
+        batch_size: int = 500,
+    ) -> PollingSubscription:
         """Follow the global log after ``after``: catch up, then yield events as they commit.
 
         Use it as ``async with store.subscribe(after=checkpoint) as events:`` and
         ``async for event in events``; leaving the block stops it.
+        ``event_types`` and ``stream_prefix`` filter as ``read_all``'s do, in
+        the store: an event of another type is never decoded, so a type this
+        process does not register cannot stop a subscription that filters it out.
         """
-        return PollingSubscription(self, after=after, batch_size=batch_size)
+        types = tuple(sorted(set(event_types))) if event_types is not None else None
+        return PollingSubscription(
+            self, after=after, batch_size=batch_size, event_types=types, stream_prefix=stream_prefix
+        )
 
     async def log_position(self) -> int:
         """Return the global position of the last event ``read_all`` can return now, 0 if none.
@@ -545,7 +599,14 @@ class TransactionScope:
 
     _open: bool
 
-    def subscribe(self, *, after: int = 0, batch_size: int = 500) -> NoReturn:
+    def subscribe(
+        self,
+        *,
+        after: int = 0,
+        event_types: Collection[str] | None = None,
+        stream_prefix: str | None = None,
+        batch_size: int = 500,
+    ) -> NoReturn:
         """Refuse: subscribe on the store, which sees what transactions commit."""
         raise StoreConfigurationError(
             "subscribe() on the store, not inside a transaction: a subscription follows "

@@ -17,16 +17,28 @@ from uno.events import (
 )
 from uno.events.exceptions import (
     EventDecodeError,
+    UnknownEventType,
+    UpcastError,
 )
 
-__all__ = ["Decoding"]
+__all__ = ["UNREADABLE", "Decoding", "located"]
+
+UNREADABLE = (EventDecodeError, UnknownEventType, UpcastError)
+"""What decoding a stored row may raise; ``located`` makes each say which row."""
 
 
-def _positioned(exc: EventDecodeError, row: Sequence[Any]) -> EventDecodeError:
-    """Return ``exc`` naming the global position of ``row``."""
-    return EventDecodeError(
-        exc.event_type, exc.version, exc.reason, field=exc.field, position=row[3]
-    )
+def located(
+    exc: EventDecodeError | UnknownEventType | UpcastError,
+    row: Sequence[Any],
+    stream_id: str | None = None,
+) -> EventDecodeError | UnknownEventType | UpcastError:
+    """Return ``exc`` naming the stream, stream version and global position of ``row``."""
+    where = {"stream_id": stream_id or row[1], "stream_version": row[2], "position": row[3]}
+    if isinstance(exc, EventDecodeError):
+        return EventDecodeError(exc.event_type, exc.version, exc.reason, field=exc.field, **where)
+    if isinstance(exc, UnknownEventType):
+        return UnknownEventType(exc.event_type, exc.version, exc.known_versions, **where)
+    return UpcastError(exc.event_type, exc.from_version, exc.reason, **where)
 
 
 class Decoding:
@@ -35,9 +47,22 @@ class Decoding:
     serializer: Serializer
 
     def _decode_chunks(self, rows: Sequence[Row]) -> Iterator[list[RecordedEvent[Event]]]:
-        """Yield the rows' events, ``DECODE_CHUNK`` rows decoded at a time, as the caller asks."""
+        """Yield the rows' events, ``DECODE_CHUNK`` rows decoded at a time, as the caller asks.
+
+        A row that does not decode ends the iteration, but only after the
+        events of the rows before it were yielded: a reader handles every
+        good event up to the bad one, then gets the error, which names the
+        bad row's position (``read_all_raw`` reads it undecoded).
+        """
         for start in range(0, len(rows), DECODE_CHUNK):
-            yield self._decode(rows[start : start + DECODE_CHUNK])
+            chunk = rows[start : start + DECODE_CHUNK]
+            try:
+                events = self._decode(chunk)
+            except UNREADABLE as exc:
+                bad = exc.position
+                yield self._decode([row for row in chunk if bad is None or row[3] < bad])
+                raise
+            yield events
 
     def _decode(
         self, rows: Sequence[Row], stream_id: str | None = None
@@ -68,8 +93,8 @@ class Decoding:
         decode_rows = getattr(serializer, "decode_rows", None)  # JsonSerializer's, MsgPack's
         try:
             datas: list[Event] = decode_rows(rows, 5) if decode_rows else self._decode_each(rows)
-        except EventDecodeError:
-            datas = self._decode_each(rows)  # raises again, naming the row's position
+        except UNREADABLE:
+            datas = self._decode_each(rows, stream_id)  # raises again, naming the row
         decode_metadata = serializer.decode_metadata
         recorded = RecordedEvent
         empty = EMPTY_METADATA
@@ -94,19 +119,19 @@ class Decoding:
                     if row[8]:
                         decode_metadata(row[8])
                 except EventDecodeError as exc:
-                    raise _positioned(exc, row) from exc
+                    raise located(exc, row, stream_id) from exc
             raise
 
-    def _decode_each(self, rows: Sequence[Row]) -> list[Event]:
-        """Decode the rows' events one by one; an ``EventDecodeError`` names its row's position."""
+    def _decode_each(self, rows: Sequence[Row], stream_id: str | None = None) -> list[Event]:
+        """Decode the rows' events one by one; an error names its row (``located``)."""
         decode = self.serializer.decode
         datas: list[Event] = []
         row: Sequence[Any] = ()
         try:
             for row in rows:
                 datas.append(decode(row[5], row[6], row[7]))
-        except EventDecodeError as exc:
-            raise _positioned(exc, row) from exc
+        except UNREADABLE as exc:
+            raise located(exc, row, stream_id) from exc
         return datas
 
     # -- deletion and metadata -------------------------------------------------

@@ -69,18 +69,35 @@ class PollingSubscription:
     It never skips an event: each batch continues exactly where the store said
     the previous one ended, and the store only reports what is safe to read
     (on PostgreSQL, nothing a still-open transaction may yet add before).
+    The filters (event types, stream prefix) are the store's, as in ``read_all``.
+    A row that does not decode ends the iteration with the error (which names
+    its position) after every event before it was yielded; ``position`` is
+    then the last good event's, and ``read_all_raw`` reads the bad one.
     """
 
-    def __init__(self, store: EventStoreBase, *, after: int, batch_size: int) -> None:
+    def __init__(
+        self,
+        store: EventStoreBase,
+        *,
+        after: int,
+        batch_size: int,
+        event_types: tuple[str, ...] | None = None,
+        stream_prefix: str | None = None,
+    ) -> None:
         self._store = store
         self._after = after
         self._batch_size = batch_size
+        self._event_types = event_types
+        self._stream_prefix = stream_prefix
         self._closed = False
         self._iterating = False
 
     @property
     def position(self) -> int:
-        """The global position of the last event yielded (or the starting point)."""
+        """How far the log was read: the last event yielded, or past the events filtered out.
+
+        Every event up to it that passes the filters has been yielded.
+        """
         return self._after
 
     def __aiter__(self) -> AsyncIterator[RecordedEvent[Event]]:
@@ -91,9 +108,15 @@ class PollingSubscription:
 
     async def _follow(self) -> AsyncIterator[RecordedEvent[Event]]:
         store = self._store
+        filtered = self._event_types is not None or self._stream_prefix is not None
         while not self._stopping():
             ticket = store._notifier.ticket
-            rows, scanned_to = await store._read_all(self._after, self._batch_size, None, None)
+            # Filtered, the rows may stop short of the log's end; taken before the
+            # read, the end is one the read covers, so ``position`` may move to it.
+            end = await store._log_position() if filtered else 0
+            rows, scanned_to = await store._read_all(
+                self._after, self._batch_size, self._event_types, self._stream_prefix
+            )
             for events in store._decode_chunks(rows):
                 for event in events:
                     if self._stopping():  # closed while the consumer handled an event
@@ -103,6 +126,7 @@ class PollingSubscription:
             if scanned_to is not None:
                 self._after = max(self._after, scanned_to)
                 continue
+            self._after = max(self._after, end)
             await store._wait_for_events(ticket, store.poll_interval)
 
     def _stopping(self) -> bool:
