@@ -19,6 +19,7 @@ and a message that says what happened and what to do next::
         ├── DuplicateEventId            event_storage.duplicate_event_id
         ├── StreamDeleted               event_storage.stream_deleted
         ├── InvalidStreamId             event_storage.invalid_stream_id
+        ├── InvalidArgument             event_storage.invalid_argument
         ├── EventTooLarge               event_storage.event_too_large
         ├── TransactionOrderConflict    event_storage.transaction_order_conflict
         └── StoreUnavailable            event_storage.unavailable
@@ -43,6 +44,7 @@ __all__ = [
     "EventRegistryError",
     "EventStoreError",
     "EventTooLarge",
+    "InvalidArgument",
     "InvalidStreamId",
     "SerializationError",
     "StoreUnavailable",
@@ -359,6 +361,34 @@ class InvalidStreamId(EventStoreError, ValueError):
         super().__init__(
             f"Invalid stream id {shown}: {reason}. Use 1-{MAX_STREAM_ID_LENGTH} printable "
             "characters, such as 'account-42'."
+        )
+
+
+class InvalidArgument(EventStoreError, ValueError):
+    """A store method got an argument of the wrong type, or one outside its range.
+
+    ``parameter`` names it (``"after"``, ``"event_types[1]"``, ``"metadata"``),
+    ``value`` is what was passed and ``expected`` what the store takes. Every
+    store raises it before it reads or writes anything, with the same ranges:
+    global positions, counts and limits are ``int`` from 0 to 2**63 - 1, stream
+    versions ``int`` from 0 to 2**31 - 1, and ``bool`` is not an ``int`` here.
+    """
+
+    code = "event_storage.invalid_argument"
+
+    def __init__(self, parameter: str, value: object, expected: str) -> None:
+        self.parameter = parameter
+        self.value = value
+        self.expected = expected
+        try:
+            shown = repr(value)
+        except RecursionError:  # pragma: no cover - repr guards its own cycles
+            shown = f"<{type(value).__name__}>"
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        super().__init__(
+            f"Invalid {parameter}={shown} ({type(value).__name__}): it must be {expected}. "
+            "Nothing was read or written; pass a value of that kind."
         )
 
 

@@ -24,6 +24,16 @@ import anyio
 import msgspec
 
 from uno.event_storage import _telemetry
+from uno.event_storage._arguments import (
+    MAX_VERSION,
+    check_count,
+    check_direction,
+    check_position,
+    check_stream_prefix,
+    check_type_names,
+    check_version,
+    encode_stream_metadata,
+)
 from uno.event_storage._decoding import Decoding
 from uno.event_storage._prepared import (
     DEFAULT_MAX_EVENT_SIZE,
@@ -56,6 +66,7 @@ from uno.events import (
 from uno.events.exceptions import (
     DuplicateEventId,
     EventTooLarge,
+    InvalidArgument,
     UnknownEventType,
 )
 
@@ -129,7 +140,9 @@ class EventStoreBase(Decoding, abc.ABC):
             WrongExpectedVersion: the stream is elsewhere; nothing was written.
             DuplicateEventId: some of the event ids are already stored.
             StreamDeleted: the stream was deleted.
-            InvalidStreamId, EventTooLarge, UnregisteredEvent: bad input.
+            InvalidArgument: an argument is out of range or of the wrong type.
+            InvalidStreamId, EventTooLarge, UnregisteredEvent, EventEncodeError:
+                a bad stream id or event; nothing was written.
             StoreUnavailable: the database cannot be reached.
         """
         prepared = self._prepare(stream_id, events, expected_version)
@@ -146,6 +159,9 @@ class EventStoreBase(Decoding, abc.ABC):
 
         Each stream's expected version is checked; a stream may appear once.
         """
+        for index, item in enumerate(appends):
+            if not isinstance(item, StreamAppend):
+                raise InvalidArgument(f"appends[{index}]", item, "a StreamAppend")
         prepared = [self._prepare(a.stream_id, a.events, a.expected_version) for a in appends]
         seen = [p.stream_id for p in prepared]
         if len(set(seen)) != len(seen):
@@ -174,8 +190,12 @@ class EventStoreBase(Decoding, abc.ABC):
         self, stream_id: str, events: Sequence[Event | NewEvent], expected: ExpectedVersion
     ) -> PreparedAppend:
         validate_stream_id(stream_id)
-        if type(expected) is not int or expected < 0:  # an int >= 0 is valid as it is
+        if type(expected) is not int or not 0 <= expected <= MAX_VERSION:  # else valid as it is
             expected = validate_expected(expected)
+        if type(events) is not list and (
+            isinstance(events, (str, bytes, Event, NewEvent)) or not isinstance(events, Sequence)
+        ):
+            raise InvalidArgument("events", events, "a list of Event or NewEvent")
         if not events:
             raise StoreConfigurationError(f"an append to {stream_id!r} needs at least one event")
         encode = self.serializer.encode
@@ -231,10 +251,14 @@ class EventStoreBase(Decoding, abc.ABC):
             StreamDeleted: the stream was deleted.
         """
         validate_stream_id(stream_id)
-        if limit is not None and limit < 0:
-            raise StoreConfigurationError(f"limit must be >= 0, got {limit}")
-        if limit == 0:
-            return []
+        if from_version is not None:
+            check_version("from_version", from_version)
+        if direction is not Direction.FORWARDS:
+            check_direction(direction)
+        if limit is not None:
+            check_count("limit", limit)
+            if limit == 0:
+                return []
         with self._telemetry.read("read_stream", stream_id):
             rows = await self._read_stream(
                 stream_id, from_version, direction is Direction.BACKWARDS, limit
@@ -301,9 +325,10 @@ class EventStoreBase(Decoding, abc.ABC):
         batch_size: int,
     ) -> contextlib.aclosing[AsyncGenerator[list[Row], None]]:
         """Return ``_read_pages`` for ``read_all``'s arguments, closed when the block ends."""
-        if batch_size < 1:
-            raise StoreConfigurationError(f"batch_size must be >= 1, got {batch_size}")
-        types = tuple(sorted(set(event_types))) if event_types is not None else None
+        check_position("after", after)
+        check_count("batch_size", batch_size, low=1)
+        types = check_type_names(event_types)
+        check_stream_prefix(stream_prefix)
         return contextlib.aclosing(self._read_pages(after, batch_size, types, stream_prefix))
 
     async def _read_pages(
@@ -353,7 +378,10 @@ class EventStoreBase(Decoding, abc.ABC):
         the store: an event of another type is never decoded, so a type this
         process does not register cannot stop a subscription that filters it out.
         """
-        types = tuple(sorted(set(event_types))) if event_types is not None else None
+        check_position("after", after)
+        check_count("batch_size", batch_size, low=1)
+        types = check_type_names(event_types)
+        check_stream_prefix(stream_prefix)
         return PollingSubscription(
             self, after=after, batch_size=batch_size, event_types=types, stream_prefix=stream_prefix
         )
@@ -381,11 +409,13 @@ class EventStoreBase(Decoding, abc.ABC):
         this, not a difference of positions, is a consumer's lag in events:
         ``await store.count_events(after=checkpoint)``.
         """
-        if after < 0:
-            raise StoreConfigurationError(f"after must be >= 0, got {after}")
+        check_position("after", after)
+        if before is not None:
+            check_position("before", before)
+        types = check_type_names(event_types)
+        check_stream_prefix(stream_prefix)
         if before is not None and before <= after:
             return 0
-        types = tuple(sorted(set(event_types))) if event_types is not None else None
         with self._telemetry.read("count_events", None):
             return await self._count_events(after, before, types, stream_prefix)
 
@@ -409,6 +439,8 @@ class EventStoreBase(Decoding, abc.ABC):
             WrongExpectedVersion: the stream is not at ``expected_version``.
         """
         validate_stream_id(stream_id)
+        if type(hard) is not bool:
+            raise InvalidArgument("hard", hard, "True or False")
         await self._delete_stream(stream_id, hard, validate_expected(expected_version))
 
     async def get_stream_metadata(self, stream_id: str) -> dict[str, Any]:
@@ -420,21 +452,17 @@ class EventStoreBase(Decoding, abc.ABC):
     async def set_stream_metadata(self, stream_id: str, metadata: Mapping[str, Any]) -> None:
         """Replace a stream's metadata with a JSON-serializable mapping."""
         validate_stream_id(stream_id)
-        try:
-            raw = msgspec.json.encode(dict(metadata))
-        except TypeError as exc:
-            raise StoreConfigurationError(
-                f"stream metadata must be JSON-serializable: {exc}"
-            ) from exc
+        raw = encode_stream_metadata(metadata, self.max_event_size)
         await self._set_stream_metadata(stream_id, raw)
 
     # -- snapshots -------------------------------------------------------------
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
         """Store a snapshot, replacing one of the same stream and version."""
+        if not isinstance(snapshot, Snapshot):
+            raise InvalidArgument("snapshot", snapshot, "a Snapshot")
         validate_stream_id(snapshot.stream_id)
-        if snapshot.stream_version < 1:
-            raise StoreConfigurationError("a snapshot's stream_version must be >= 1")
+        check_version("snapshot.stream_version", snapshot.stream_version, low=1)
         cls = type(snapshot.state)
         data = self.serializer.encode(snapshot.state)
         await self._save_snapshot(
@@ -450,6 +478,8 @@ class EventStoreBase(Decoding, abc.ABC):
         the caller replays events instead.
         """
         validate_stream_id(stream_id)
+        if at_or_below is not None:
+            check_version("at_or_below", at_or_below)
         found = await self._load_snapshot(stream_id, at_or_below)
         if found is None:
             return None
@@ -470,8 +500,7 @@ class EventStoreBase(Decoding, abc.ABC):
     async def save_checkpoint(self, consumer: str, position: int) -> None:
         """Record that ``consumer`` processed the global log up to ``position``."""
         validate_stream_id(consumer)
-        if position < 0:
-            raise StoreConfigurationError(f"a checkpoint is >= 0, got {position}")
+        check_position("position", position)
         await self._save_checkpoint(consumer, position)
 
     # -- primitives a backend implements ---------------------------------------

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import NamedTuple
 from uuid import UUID
 
-from uno.event_storage.exceptions import StoreConfigurationError
+from uno.event_storage._arguments import MAX_VERSION
 from uno.events import (
     ANY,
     NO_STREAM,
@@ -26,6 +26,7 @@ from uno.events import (
 )
 from uno.events.exceptions import (
     DuplicateEventId,
+    InvalidArgument,
     WrongExpectedVersion,
 )
 
@@ -146,11 +147,13 @@ def idempotent_result(
 
 
 def validate_expected(expected: object) -> ExpectedVersion:
+    """Return ``expected`` if it is a ``StreamState`` or a stream version, else raise."""
     if isinstance(expected, StreamState):
         return expected
-    if isinstance(expected, bool) or not isinstance(expected, int) or expected < 0:
-        raise StoreConfigurationError(
-            f"expected_version must be ANY, NO_STREAM, STREAM_EXISTS or an int >= 0, "
-            f"got {expected!r}"
-        )
-    return expected
+    if type(expected) is int and 0 <= expected <= MAX_VERSION:
+        return expected
+    raise InvalidArgument(
+        "expected_version",
+        expected,
+        f"ANY, NO_STREAM, STREAM_EXISTS or an int stream version from 0 to {MAX_VERSION:,}",
+    )

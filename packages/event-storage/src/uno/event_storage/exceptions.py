@@ -10,6 +10,7 @@ migrating a store::
     ├── DuplicateEventId                event_storage.duplicate_event_id
     ├── StreamDeleted                   event_storage.stream_deleted
     ├── InvalidStreamId                 event_storage.invalid_stream_id
+    ├── InvalidArgument                 event_storage.invalid_argument
     ├── EventTooLarge                   event_storage.event_too_large
     ├── TransactionOrderConflict        event_storage.transaction_order_conflict
     ├── StoreUnavailable                event_storage.unavailable
@@ -27,6 +28,7 @@ from uno.events.exceptions import (
     DuplicateEventId,
     EventStoreError,
     EventTooLarge,
+    InvalidArgument,
     InvalidStreamId,
     StoreUnavailable,
     StreamDeleted,
@@ -38,6 +40,7 @@ __all__ = [
     "DuplicateEventId",
     "EventStoreError",
     "EventTooLarge",
+    "InvalidArgument",
     "InvalidStreamId",
     "SchemaError",
     "SchemaNotMigrated",

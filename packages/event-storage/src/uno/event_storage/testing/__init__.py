@@ -13,16 +13,21 @@ store built with the ``registry`` fixture::
             async with open_event_store("mine://...", registry=registry) as store:
                 yield store
 
-Bad arguments (no events, a negative limit, a malformed expected version)
-must raise ``ValueError`` or a subclass (uno's ``StoreConfigurationError`` is
-one). Every test then runs against it, unchanged (pytest with the anyio plugin; the
-``[testing]`` extra installs what the kit needs). A store that has a
+Bad arguments (a position, count or version out of range or of another
+type than ``int``, a filter with a NUL, stream metadata that would not read
+back) must raise ``uno.events.exceptions.InvalidArgument`` naming the
+parameter, before anything is read or written (``ArgumentContract``, part of
+``EventStoreContract``); other misuse (an append without events) raises
+``ValueError`` or a subclass. Every test then runs against it, unchanged
+(pytest with the anyio plugin; the ``[testing]`` extra installs what the kit
+needs). A store that has a
 ``transaction()`` method (``TransactionalEventStore``) also subclasses
 ``TransactionalStoreContract``: writes inside transactions that commit, roll
 back or are cancelled, and what readers outside see meanwhile. A store with
 ``lease_store()`` runs ``LeaseStoreContract`` on its leases.
 """
 
+from uno.event_storage.testing._arguments import ArgumentContract, odd_values
 from uno.event_storage.testing._concurrency import ConcurrencyReport, run_concurrent_writers
 from uno.event_storage.testing._contract import EventStoreContract
 from uno.event_storage.testing._fixtures import (
@@ -40,6 +45,7 @@ from uno.event_storage.testing._transactional import TransactionalStoreContract
 __all__ = [
     "AccountOpened",
     "AccountSnapshot",
+    "ArgumentContract",
     "ConcurrencyReport",
     "EventStoreContract",
     "LeaseStoreContract",
@@ -48,6 +54,7 @@ __all__ = [
     "TransactionalStore",
     "TransactionalStoreContract",
     "contract_registry",
+    "odd_values",
     "postgres_url",
     "require_service",
     "run_concurrent_writers",

@@ -15,6 +15,7 @@ from uno.event_storage.exceptions import (
     StreamDeleted,
     WrongExpectedVersion,
 )
+from uno.event_storage.testing._arguments import ArgumentContract
 from uno.event_storage.testing._concurrency import run_concurrent_writers
 from uno.event_storage.testing._fixtures import (
     AccountOpened,
@@ -46,7 +47,7 @@ __all__ = ["EventStoreContract"]
 
 
 @pytest.mark.anyio
-class EventStoreContract:
+class EventStoreContract(ArgumentContract):
     """The contract every event store keeps. Subclass it and provide ``store``."""
 
     @pytest.fixture

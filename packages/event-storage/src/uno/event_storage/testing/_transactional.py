@@ -7,6 +7,7 @@ from typing import Any
 import anyio
 import pytest
 
+from uno.event_storage.testing._arguments import TransactionalArgumentContract
 from uno.event_storage.testing._concurrency import run_concurrent_writers
 from uno.event_storage.testing._fixtures import (
     AccountOpened,
@@ -25,7 +26,7 @@ __all__ = ["TransactionalStoreContract"]
 
 
 @pytest.mark.anyio
-class TransactionalStoreContract:
+class TransactionalStoreContract(TransactionalArgumentContract):
     """The contract of stores whose appends can join a transaction (``transaction()``).
 
     Subclass it next to ``EventStoreContract`` with the same ``store`` fixture.
