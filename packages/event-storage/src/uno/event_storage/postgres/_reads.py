@@ -107,19 +107,37 @@ class ReadingStore(AppendingStore):
         event_types: tuple[str, ...] | None,
         stream_prefix: str | None,
     ) -> tuple[list[Row], int | None]:
+        rows, scanned_to, _ = await self._read_below(after, limit, event_types, stream_prefix)
+        return rows, scanned_to
+
+    async def _read_below(
+        self,
+        after: int,
+        limit: int,
+        event_types: tuple[str, ...] | None,
+        stream_prefix: str | None,
+        fence: int | None = None,
+    ) -> tuple[list[Row], int | None, int]:
+        """Read a page below ``fence`` (asking the fence function if ``None``); return it too.
+
+        A fence stays valid: every position below it is final (committed or
+        rolled back), and later appends take later blocks. So the pages of one
+        walk share the first page's fence, and ask for it once.
+        """
         query = self._sql.read_all(event_types is not None, stream_prefix is not None)
-        params: list[Any] = [after, 0]
+        params: list[Any] = [after, fence]
         if event_types is not None:
             params.append(list(event_types))
         if stream_prefix is not None:
             params.append(stream_prefix)
         params.append(limit)
         async with self._statements() as cur:
-            params[1] = await self._read_fence(cur)
+            if fence is None:
+                fence = params[1] = await self._read_fence(cur)
             await cur.execute(query, params, binary=True)
             # Plain tuples in Row's column order: _decode reads them by index.
             rows: list[Any] = await cur.fetchall()
-        return rows, (rows[-1][3] if len(rows) == limit else None)
+        return rows, (rows[-1][3] if len(rows) == limit else None), fence
 
     async def _read_pages(
         self,
@@ -130,10 +148,10 @@ class ReadingStore(AppendingStore):
     ) -> AsyncGenerator[list[Row], None]:
         """Yield ``read_all``'s pages, fetching the next one while the caller decodes this one.
 
-        Each page is the same query from the same position as without the
-        prefetch, so the read fence is unchanged: a page only ever holds rows
-        below the safe end its own query saw. A bound store (a transaction)
-        reads page by page: its one connection runs the caller's statements too.
+        Every page reads below the fence the first page asked for (see
+        ``_read_below``): the walk ends at the log's end as it was then. A
+        bound store (a transaction) reads page by page: its one connection
+        runs the caller's statements too.
         """
         if self._bound is not None:
             async with contextlib.aclosing(
@@ -143,16 +161,16 @@ class ReadingStore(AppendingStore):
                     yield rows
             return
         loop = asyncio.get_running_loop()
-        fetch = loop.create_task(self._read_page(after, limit, event_types, stream_prefix))
+        fetch = loop.create_task(self._traced_read(after, limit, event_types, stream_prefix, None))
         try:
             while True:
                 # Shielded: cancelling this await would cancel the fetch mid-statement.
-                rows, scanned_to = await asyncio.shield(fetch)
+                rows, scanned_to, fence = await asyncio.shield(fetch)
                 if scanned_to is None:
                     yield rows
                     return
                 fetch = loop.create_task(
-                    self._read_page(scanned_to, limit, event_types, stream_prefix)
+                    self._traced_read(scanned_to, limit, event_types, stream_prefix, fence)
                 )
                 await asyncio.sleep(0)  # let it send its query before this page is decoded
                 yield rows
@@ -163,6 +181,18 @@ class ReadingStore(AppendingStore):
                     await asyncio.wait([fetch])
                 if not fetch.cancelled():
                     fetch.exception()  # retrieved: it no longer matters
+
+    async def _traced_read(
+        self,
+        after: int,
+        limit: int,
+        event_types: tuple[str, ...] | None,
+        stream_prefix: str | None,
+        fence: int | None,
+    ) -> tuple[list[Row], int | None, int]:
+        """Run one traced ``_read_below``, as ``_read_page`` runs ``_read_all``."""
+        with self._telemetry.read("read_all", None):
+            return await self._read_below(after, limit, event_types, stream_prefix, fence)
 
     async def _log_position(self) -> int:
         async with self._statements() as cur:
