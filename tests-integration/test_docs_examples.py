@@ -8,6 +8,7 @@ meant to be read, not run, use another tag (``text``, ``pycon``, ``console``).
 
 from __future__ import annotations
 
+import http
 import importlib
 import pkgutil
 import re
@@ -29,6 +30,8 @@ MKDOCS_CONFIG = ROOT / "mkdocs.yml"
 PAGES = sorted(DOCS.rglob("*.md"))
 
 _OPENING_FENCE = re.compile(r"[ \t]*(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^`]*)")
+_HTTP_STATUS = re.compile(r"^HTTP status: (\d{3}) ([A-Za-z ]+)\.$", re.MULTILINE)
+_STATUSES = {status.value: status.phrase for status in http.HTTPStatus}
 _CATALOG_HEADING = re.compile(r"^#{2,6}[ \t]+`(?P<code>[a-z_]+(?:\.[a-z_]+)+)`", re.MULTILINE)
 
 
@@ -161,6 +164,27 @@ def test_the_error_catalog_lists_every_error_code_and_no_other() -> None:
     assert not duplicated, f"docs/errors.md lists these codes more than once: {duplicated}"
     for where in codes.values():
         assert where.rpartition(".")[2] in catalog, f"docs/errors.md never names {where}"
+
+
+def test_every_error_code_names_the_http_status_the_web_adapter_answers_with() -> None:
+    """Each entry of docs/errors.md has one ``HTTP status: NNN Phrase.`` line, a real status."""
+    catalog = ERROR_CATALOG.read_text(encoding="utf-8")
+    headings = list(_CATALOG_HEADING.finditer(catalog))
+    assert headings
+    wrong: list[str] = []
+    for heading, following in zip(headings, [*headings[1:], None], strict=True):
+        entry = catalog[heading.end() : following.start() if following else len(catalog)]
+        found = _HTTP_STATUS.findall(entry)
+        if len(found) != 1:
+            wrong.append(f"{heading['code']}: {len(found)} 'HTTP status:' lines")
+            continue
+        status, phrase = int(found[0][0]), found[0][1]
+        if status not in _STATUSES or _STATUSES[status] != phrase or not 400 <= status < 600:
+            wrong.append(f"{heading['code']}: {status} {phrase} is not an error status")
+    assert not wrong, (
+        "docs/errors.md: give each entry one line such as 'HTTP status: 409 Conflict.': "
+        + "; ".join(wrong)
+    )
 
 
 def test_mkdocs_reads_the_sources_of_every_package() -> None:
