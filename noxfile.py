@@ -155,6 +155,8 @@ def bench(session: nox.Session) -> None:
         "packages/di",
         "-e",
         "packages/event-sourcing",
+        "-e",
+        _with_extras("cqrs"),
         *BENCH_PEERS,
     )
     session.run("python", "-m", "benchmarks", *session.posargs)
