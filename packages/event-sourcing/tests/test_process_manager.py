@@ -37,6 +37,7 @@ from uno.event_sourcing import (
 from uno.event_sourcing.exceptions import HandlerDefinitionError
 from uno.event_storage import (
     ClosableEventStore,
+    EventStoreBase,
     InMemoryEventStore,
     InMemoryLeaseStore,
     open_event_store,
@@ -48,6 +49,7 @@ from uno.events import (
     EventMetadata,
     EventRegistry,
     EventStore,
+    JsonSerializer,
     ManualClock,
     RecordedEvent,
 )
@@ -484,6 +486,47 @@ async def test_a_transfer_debits_the_source_credits_the_target_and_completes(
         assert debited.metadata.correlation_id == str(requested.event_id)
         assert debited.metadata.causation_id == str(requested.event_id)
         assert debited.metadata.headers[COMMAND_ID_HEADER] == bank.sent[0][1]
+
+
+class AuditNoted(Event):
+    """A type only another service registers: the runner's store cannot decode it."""
+
+    event_type = "audit.Noted"
+    note: str
+
+
+async def test_the_runner_reads_only_the_types_its_managers_react_to(
+    bank_store: StoreFactory,
+) -> None:
+    """An event this process cannot decode neither stops the runner nor holds its position."""
+    async with bank_store() as store:
+        assert isinstance(store, EventStoreBase)
+        writer = EventRegistry()
+        writer.register(AuditNoted)
+        own, store.serializer = store.serializer, JsonSerializer(writer)
+        try:
+            await store.append("audit-1", [AuditNoted(note="before")])
+        finally:
+            store.serializer = own
+        accounts = await open_accounts(store, a=100, b=5)
+        bank = Bank(accounts)
+        async with ProcessManagerRunner(
+            store, [TransferProcess], sender=bank, clock=ManualClock(START)
+        ) as runner:
+            assert "audit.Noted" not in runner.event_types
+            assert "bank.TransferRequested" in runner.event_types
+            await request_transfer(store, "t9", "a", "b", 30)
+            await settle(runner, store)
+            store.serializer = JsonSerializer(writer)
+            try:
+                last = await store.append("audit-1", [AuditNoted(note="after")])
+            finally:
+                store.serializer = own
+            # The last event of the log is one no manager reacts to: caught up all the same.
+            await runner.wait_until_caught_up(timeout=10)
+            assert runner.position >= last.global_position
+        assert await balances(accounts, "a", "b") == [70, 35]
+        assert [type(c).__name__ for c, _ in bank.sent] == ["Debit", "Credit"]
 
 
 async def test_a_failed_credit_refunds_the_source(bank_store: StoreFactory) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 from uno.events import Clock, Event, EventMetadata, EventStore, NewEvent, RecordedEvent
 
 __all__ = [
+    "DEADLINE_TYPES",
     "DeadlineCancelled",
     "DeadlineReached",
     "DeadlineScheduled",
@@ -76,7 +77,7 @@ class DeadlineReached(Event):
 
 
 DEADLINE_EVENTS: tuple[type[Event], ...] = (DeadlineScheduled, DeadlineCancelled, DeadlineReached)
-_DEADLINE_TYPES = frozenset(cls.event_type for cls in DEADLINE_EVENTS)
+DEADLINE_TYPES = frozenset(cls.event_type for cls in DEADLINE_EVENTS)
 
 
 def reached_event_id(deadline_id: str) -> uuid.UUID:
@@ -145,7 +146,7 @@ class DeadlineScheduler:
         self._pending.clear()
         self._seen_to = 0
         end = await self.store.log_position()
-        async for event in self.store.read_all(event_types=_DEADLINE_TYPES):
+        async for event in self.store.read_all(event_types=DEADLINE_TYPES):
             if event.global_position > end:
                 break
             self._take(event)
@@ -157,7 +158,7 @@ class DeadlineScheduler:
         Events at or before the position ``rebuild`` read up to are ignored:
         they are counted already.
         """
-        if event.global_position <= self._seen_to or event.event_type not in _DEADLINE_TYPES:
+        if event.global_position <= self._seen_to or event.event_type not in DEADLINE_TYPES:
             return False
         return self._take(event)
 

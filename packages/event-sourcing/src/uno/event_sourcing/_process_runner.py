@@ -10,13 +10,14 @@ from typing import Any, Self
 import anyio
 from anyio.abc import TaskGroup
 
-from uno.event_sourcing._deadlines import DeadlineReached, DeadlineScheduler
+from uno.event_sourcing._deadlines import DEADLINE_TYPES, DeadlineReached, DeadlineScheduler
 from uno.event_sourcing._leasing import StoppableTask, lease_store_of, stop_task_group
 from uno.event_sourcing._process_manager import (
     OutgoingCommand,
     ProcessCommandsSent,
     ProcessManager,
 )
+from uno.event_sourcing._projection import type_names
 from uno.event_sourcing._repository import Repository
 from uno.event_sourcing.exceptions import (
     AggregateNotFound,
@@ -35,6 +36,7 @@ from uno.events import (
     Lease,
     LeaseStore,
     RecordedEvent,
+    Subscription,
     SystemClock,
 )
 
@@ -168,8 +170,14 @@ class ProcessManagerRunner:
         self._repositories: dict[type[ProcessManager], Repository[Any]] = {
             cls: Repository(store, cls) for cls in self.managers
         }
+        # The store filters by these: a type no manager reacts to (or this
+        # process does not register) is never read, let alone decoded.
+        reacted = frozenset().union(*(cls.reacted_event_types() for cls in self.managers))
+        self.event_types: frozenset[str] = type_names(reacted) | DEADLINE_TYPES
         self._position = 0
         self._saved = 0
+        self._subscription: Subscription | None = None
+        self._in_flight = False
         self._error: Exception | None = None
         self._group: TaskGroup | None = None
         self._lease: Lease | None = None
@@ -178,8 +186,12 @@ class ProcessManagerRunner:
 
     @property
     def position(self) -> int:
-        """The global position of the last event the runner finished with."""
-        return self._position
+        """How far the runner has handled the log: its last event, or past events of other types.
+
+        The store filters out the types no manager reacts to, so the runner
+        moves past them without reading them.
+        """
+        return self._handled()
 
     @property
     def active(self) -> bool:
@@ -310,7 +322,7 @@ class ProcessManagerRunner:
                 if self._work is not None:
                     if self._error is not None:
                         raise self._error
-                    if self._position >= target:
+                    if self._handled() >= target:
                         return
                 await anyio.sleep(0.01)
         if self._work is None:
@@ -335,15 +347,29 @@ class ProcessManagerRunner:
 
     async def _follow(self) -> None:
         try:
-            async with self.store.subscribe(after=self._position) as subscription:
+            async with self.store.subscribe(
+                after=self._position, event_types=self.event_types
+            ) as subscription:
+                self._subscription = subscription
                 async for event in subscription:
+                    self._in_flight = True
                     await self._process(event)
+                    self._in_flight = False
         except Exception as exc:
             self._error = exc
             logger.exception(
                 "the process manager runner stopped",
                 extra={"runner": self.name, "position": self._position},
             )
+
+    def _handled(self) -> int:
+        """Return how far the log is handled, past the events the store filtered out."""
+        # A subscription that filters says how far it read (uno's stores do); the
+        # events it read past were not for these managers. Not while one is handled.
+        read = getattr(self._subscription, "position", None)
+        if self._in_flight or not isinstance(read, int):
+            return self._position
+        return max(self._position, read)
 
     async def _process(self, event: RecordedEvent[Event]) -> None:
         if self.scheduler.observe(event):

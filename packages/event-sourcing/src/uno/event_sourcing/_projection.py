@@ -37,7 +37,7 @@ def handles(fn_or_event: Any, /, *more: type[Event]) -> Any:
     return mark_handler("handles", fn_or_event, more)
 
 
-def _type_names(classes: frozenset[type[Event]]) -> frozenset[str]:
+def type_names(classes: frozenset[type[Event]]) -> frozenset[str]:
     names: set[str] = set()
     todo = list(classes)
     while todo:
@@ -86,7 +86,7 @@ class ProjectionBase:
     @classmethod
     def event_types(cls) -> frozenset[str]:
         """Return the ``event_type`` names the handlers take (subclasses included)."""
-        return _type_names(cls._handlers.event_classes())
+        return type_names(cls._handlers.event_classes())
 
     def handles_event(self, event: RecordedEvent[Event]) -> bool:
         """Return whether a handler takes ``event``."""
