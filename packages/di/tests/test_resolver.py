@@ -323,3 +323,15 @@ async def test_a_lone_async_generator_that_fails_or_yields_twice_is_reported_at_
     assert "yielded more than once" in str(twice.value.exceptions[0])
     with pytest.raises(ScopeClosed):
         await scope.aget(Config)  # the scope is closed even though finalizing failed
+
+
+def test_provides_says_what_the_container_can_resolve_in_any_scope() -> None:
+    container = lifetimes().build()
+    assert container.provides(Config)
+    assert container.provides(Session)  # request-scoped: provided, resolved in a request only
+    assert container.provides(list[Config])  # a collection of what is registered
+    assert not container.provides(Token)
+    assert not container.provides(Config, name="other")
+    with container.scope() as request:
+        assert request.provides(Handler)
+        assert not request.provides(Token)

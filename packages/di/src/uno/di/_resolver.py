@@ -7,7 +7,7 @@ from contextvars import ContextVar, Token
 from types import AsyncGeneratorType, TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn, Self, TypeVar, overload
 
-from uno.di._keys import describe, key_of
+from uno.di._keys import describe, key_of, named_key
 from uno.di._scope import Scope
 from uno.di.exceptions import (
     AsyncScopeRequired,
@@ -45,6 +45,15 @@ class Resolver:
     def kind(self) -> Scope:
         """Return the scope this resolver stands for."""
         return self._kind
+
+    def provides(self, service: Any, name: str | None = None) -> bool:
+        """Return whether the container can resolve ``service`` (as ``get`` takes it).
+
+        It says nothing about scopes: a request-scoped service is provided,
+        though only a request scope resolves it. Frameworks call it when they
+        are built, to refuse a handler whose dependency nothing provides.
+        """
+        return self._root._graph.provides(key_of(named_key(service, name)))
 
     @overload
     def get(self, service: type[T], name: str | None = None) -> T: ...
