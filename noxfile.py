@@ -30,6 +30,7 @@ BENCH_PEERS = (
     "dishka>=1.10",
     "wireup>=2.13",
     "dependency-injector>=4.49",
+    "python-cqrs>=5.3",
 )
 
 nox.needs_version = ">=2025.2.9"

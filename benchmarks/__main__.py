@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from benchmarks import di, event_sourcing, event_storage, serialization
+from benchmarks import cqrs_bus, di, event_sourcing, event_storage, read_models, serialization
 from benchmarks._harness import Settings, write_section
 
 BENCHMARKS: dict[str, Callable[[Settings], str]] = {
@@ -15,6 +15,8 @@ BENCHMARKS: dict[str, Callable[[Settings], str]] = {
     "event_storage": event_storage.run,
     "event_sourcing": event_sourcing.run,
     "di": di.run,
+    "read_models": read_models.run,
+    "cqrs_bus": cqrs_bus.run,
 }
 """Every benchmark by the name of its section; each returns its markdown."""
 
