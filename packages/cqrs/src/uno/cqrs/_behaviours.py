@@ -322,12 +322,12 @@ class UnitOfWorkBehaviour:
                 result = await call_next(message, context)
             except BaseException:
                 uow.rollback()
-                context._after_commit.clear()
+                context.discard_after_commit()
                 raise
             try:
                 await uow.commit()
             except BaseException:
-                context._after_commit.clear()
+                context.discard_after_commit()
                 raise
         finally:
             context.unit_of_work = outer

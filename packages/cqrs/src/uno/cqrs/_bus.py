@@ -53,9 +53,8 @@ class _Use:
 def _is_a(message_type: type, base: type) -> bool:
     try:
         return issubclass(message_type, base)
-    except TypeError:  # a protocol with data members: check the class's attributes
-        members = getattr(base, "__protocol_attrs__", None) or ()
-        return bool(members) and all(hasattr(message_type, name) for name in members)
+    except TypeError:  # a protocol with data members cannot be checked by class
+        return False
 
 
 class _Route(NamedTuple):

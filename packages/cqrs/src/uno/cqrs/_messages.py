@@ -122,6 +122,10 @@ class MessageContext:
         """
         self._after_commit.append(callback)
 
+    def discard_after_commit(self) -> None:
+        """Forget the callbacks registered so far: the unit of work rolled back."""
+        self._after_commit.clear()
+
     async def run_after_commit(self) -> None:
         """Run and forget the callbacks registered so far, in order (the pipeline calls it)."""
         callbacks, self._after_commit[:] = list(self._after_commit), []

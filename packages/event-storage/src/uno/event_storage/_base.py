@@ -325,10 +325,7 @@ class EventStoreBase(Decoding, abc.ABC):
         batch_size: int,
     ) -> contextlib.aclosing[AsyncGenerator[list[Row], None]]:
         """Return ``_read_pages`` for ``read_all``'s arguments, closed when the block ends."""
-        check_position("after", after)
-        check_count("batch_size", batch_size, low=1)
-        types = check_type_names(event_types)
-        check_stream_prefix(stream_prefix)
+        types = _checked_log_read(after, event_types, stream_prefix, batch_size)
         return contextlib.aclosing(self._read_pages(after, batch_size, types, stream_prefix))
 
     async def _read_pages(
@@ -378,10 +375,7 @@ class EventStoreBase(Decoding, abc.ABC):
         the store: an event of another type is never decoded, so a type this
         process does not register cannot stop a subscription that filters it out.
         """
-        check_position("after", after)
-        check_count("batch_size", batch_size, low=1)
-        types = check_type_names(event_types)
-        check_stream_prefix(stream_prefix)
+        types = _checked_log_read(after, event_types, stream_prefix, batch_size)
         return PollingSubscription(
             self, after=after, batch_size=batch_size, event_types=types, stream_prefix=stream_prefix
         )
@@ -621,6 +615,16 @@ class EventStoreBase(Decoding, abc.ABC):
         can hear other processes (LISTEN/NOTIFY) override it.
         """
         await self._notifier.wait(ticket, max_wait)
+
+
+def _checked_log_read(
+    after: object, event_types: object, stream_prefix: object, batch_size: object
+) -> tuple[str, ...] | None:
+    """Check the arguments of a read of the global log; return the type filter as a tuple."""
+    check_position("after", after)
+    check_count("batch_size", batch_size, low=1)
+    check_stream_prefix(stream_prefix)
+    return check_type_names(event_types)
 
 
 class TransactionScope:

@@ -2,15 +2,15 @@
 
 from uno.cqrs._cache._backend import CacheBackend
 from uno.cqrs._cache._codec import query_cache_key
-from uno.cqrs._cache._errors import (
+from uno.cqrs._cache._memory import InMemoryCacheBackend
+from uno.cqrs._cache._query_cache import QueryCache
+from uno.cqrs._cache._redis import RedisCacheBackend
+from uno.cqrs.exceptions import (
     CacheSerializationFailed,
     CacheUnavailable,
     QueryCacheNotOpen,
     UncacheableQuery,
 )
-from uno.cqrs._cache._memory import InMemoryCacheBackend
-from uno.cqrs._cache._query_cache import QueryCache
-from uno.cqrs._cache._redis import RedisCacheBackend
 
 __all__ = [
     "CacheBackend",

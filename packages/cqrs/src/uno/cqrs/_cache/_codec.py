@@ -9,7 +9,7 @@ import msgspec
 from pydantic import BaseModel, ValidationError
 from pydantic_core import to_jsonable_python
 
-from uno.cqrs._cache._errors import CacheSerializationFailed, UncacheableQuery
+from uno.cqrs.exceptions import CacheSerializationFailed, UncacheableQuery
 
 __all__ = ["decode_result", "encode_result", "query_cache_key", "query_type_name"]
 

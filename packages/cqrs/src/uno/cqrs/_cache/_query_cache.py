@@ -13,8 +13,8 @@ from anyio.abc import TaskGroup
 
 from uno.cqrs._cache._backend import CacheBackend
 from uno.cqrs._cache._codec import decode_result, encode_result, query_cache_key, query_type_name
-from uno.cqrs._cache._errors import CacheSerializationFailed, CacheUnavailable, QueryCacheNotOpen
 from uno.cqrs._changes import ReadModelChanges
+from uno.cqrs.exceptions import CacheSerializationFailed, CacheUnavailable, QueryCacheNotOpen
 
 __all__ = ["QueryCache"]
 

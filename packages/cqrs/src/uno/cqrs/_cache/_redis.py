@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-from uno.cqrs._cache._errors import CacheUnavailable
+from uno.cqrs.exceptions import CacheUnavailable
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

@@ -11,8 +11,7 @@ Specifications behave the same on every backend (see ``Where`` for the
 semantics); pages use signed keyset cursors.
 """
 
-from uno.cqrs.read_models._documents import Index, ReadModelOptions
-from uno.cqrs.read_models._errors import (
+from uno.cqrs.exceptions import (
     DocumentNotFound,
     DuplicateDocument,
     InvalidCursor,
@@ -27,6 +26,7 @@ from uno.cqrs.read_models._errors import (
     StaleDocumentVersion,
     UnknownReadModelBackend,
 )
+from uno.cqrs.read_models._documents import Index, ReadModelOptions
 from uno.cqrs.read_models._query import Page, Query
 from uno.cqrs.read_models._repository import (
     BACKENDS_GROUP,

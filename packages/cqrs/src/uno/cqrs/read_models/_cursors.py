@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from uno.cqrs.read_models._errors import InvalidCursor
+from uno.cqrs.exceptions import InvalidCursor
 
 __all__ = ["CursorCodec"]
 

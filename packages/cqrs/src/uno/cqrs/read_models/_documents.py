@@ -20,7 +20,7 @@ import msgspec
 import pydantic
 import pydantic_core
 
-from uno.cqrs.read_models._errors import (
+from uno.cqrs.exceptions import (
     InvalidDocument,
     InvalidSpecification,
     ReadModelConfigurationError,

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import msgspec
 
+from uno.cqrs.exceptions import InvalidQuery
 from uno.cqrs.read_models._documents import FieldPath
-from uno.cqrs.read_models._errors import InvalidQuery
 from uno.cqrs.read_models._specifications import Specification, and_
 from uno.cqrs.read_models._sql import OrderKey
 

@@ -8,18 +8,18 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 from uno.cqrs._changes import ReadModelChanges
-from uno.cqrs.read_models._cursors import CursorCodec
-from uno.cqrs.read_models._documents import DocumentType, Index
-from uno.cqrs.read_models._errors import (
+from uno.cqrs.exceptions import (
     InvalidDocument,
     InvalidQuery,
     PageSizeTooLarge,
     ReadModelConfigurationError,
     UnknownReadModelBackend,
 )
+from uno.cqrs.read_models._cursors import CursorCodec
+from uno.cqrs.read_models._documents import DocumentType, Index
 from uno.cqrs.read_models._query import Query, QueryPlan, Row
 from uno.cqrs.read_models._specifications import Specification, Where
 
@@ -210,6 +210,24 @@ class RepositoryBase(abc.ABC, Generic[D]):
     @abc.abstractmethod
     async def close(self) -> None:
         """Release the repository's connections."""
+
+    async def check_schema(self) -> None:
+        """Raise ``ReadModelNotMigrated`` unless the table is at this uno's version.
+
+        A backend without a schema (memory) has nothing to check.
+        """
+
+    async def _made_ready(self, *, auto_migrate: bool) -> Self:
+        """Migrate (``auto_migrate``) or check the schema; close the repository if that fails."""
+        try:
+            if auto_migrate:
+                await self.migrate()
+            else:
+                await self.check_schema()
+        except BaseException:
+            await self.close()
+            raise
+        return self
 
     def check_page_size(self, size: object) -> int:
         """Return ``size`` if it is a valid page size; raise ``InvalidQuery`` otherwise."""

@@ -31,8 +31,8 @@ from typing import Any, Generic, Literal, TypeVar
 
 import msgspec
 
+from uno.cqrs.exceptions import InvalidSpecification
 from uno.cqrs.read_models._documents import INT64, DocumentType, FieldKind, FieldPath
-from uno.cqrs.read_models._errors import InvalidSpecification
 
 __all__ = [
     "And",

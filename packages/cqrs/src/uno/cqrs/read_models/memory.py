@@ -8,7 +8,7 @@ from typing import Any, Self, TypeVar
 import anyio
 import msgspec
 
-from uno.cqrs.read_models._errors import (
+from uno.cqrs.exceptions import (
     DocumentNotFound,
     DuplicateDocument,
     ReadModelConfigurationError,

@@ -20,7 +20,7 @@ import psycopg_pool
 from psycopg import AsyncConnection, AsyncCursor, sql
 from psycopg.pq import TransactionStatus
 
-from uno.cqrs.read_models._errors import (
+from uno.cqrs.exceptions import (
     DocumentNotFound,
     DuplicateDocument,
     InvalidDocument,
@@ -143,15 +143,7 @@ class PostgresRepository(RepositoryBase[D]):
             await pool.close()
             raise ReadModelUnavailable("postgresql", f"{type(exc).__name__}: {exc}") from exc
         repository = cls(model, pool=pool, owns_pool=True, **options)
-        try:
-            if auto_migrate:
-                await repository.migrate()
-            else:
-                await repository.check_schema()
-        except BaseException:
-            await repository.close()
-            raise
-        return repository
+        return await repository._made_ready(auto_migrate=auto_migrate)
 
     def within(self, tx: PostgresTransactionScope | AsyncConnection[Any]) -> PostgresRepository[D]:
         """Return this repository working inside ``tx``'s transaction.

@@ -23,7 +23,7 @@ import anyio
 import anyio.to_thread
 import msgspec
 
-from uno.cqrs.read_models._errors import (
+from uno.cqrs.exceptions import (
     DocumentNotFound,
     DuplicateDocument,
     ReadModelConfigurationError,
@@ -134,16 +134,7 @@ class SQLiteRepository(RepositoryBase[D]):
         Raises:
             ReadModelNotMigrated: the table is missing or old and ``auto_migrate`` is off.
         """
-        repository = cls(_path_of(url), model, **options)
-        try:
-            if auto_migrate:
-                await repository.migrate()
-            else:
-                await repository.check_schema()
-        except BaseException:
-            await repository.close()
-            raise
-        return repository
+        return await cls(_path_of(url), model, **options)._made_ready(auto_migrate=auto_migrate)
 
     def within(self, tx: SQLiteTransactionScope) -> SQLiteRepository[D]:
         """Return this repository working inside ``tx`` (the event store's transaction).
