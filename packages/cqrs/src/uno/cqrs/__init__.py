@@ -4,7 +4,7 @@ Commands and queries are pydantic models (``Command``, ``Query``); each has
 exactly one handler, a function or class registered on a ``BusBuilder``
 (or found by ``scan``), whose ``build()`` checks them all and composes the
 pipeline behaviours around them (validation, authorization, logging,
-tracing, unit of work, retry, timeout). On the read side, ``DataLoader``
+tracing, unit of work, retry, idempotency keys, timeout). On the read side, ``DataLoader``
 batches and memoizes the loads of one request, and ``QueryCache`` keeps
 query results with a TTL, invalidated when a read model they depend on
 changes (``ReadModelChanges``), in process or on Redis.
@@ -54,6 +54,10 @@ from uno.cqrs.exceptions import (
     DuplicateHandler,
     FieldError,
     HandlerNotFound,
+    IdempotencyError,
+    IdempotencyKeyInProgress,
+    IdempotencyKeyReused,
+    IdempotencyStoreUnavailable,
     LoaderKeyMissing,
     MessageTimeout,
     MissingHandlerDependency,
@@ -63,8 +67,18 @@ from uno.cqrs.exceptions import (
     UncacheableQuery,
     ValidationFailed,
 )
+from uno.cqrs.idempotency import (
+    REPLAYED,
+    Claim,
+    IdempotencyBehaviour,
+    IdempotencyStore,
+    InMemoryIdempotencyStore,
+    SQLiteIdempotencyStore,
+    open_idempotency_store,
+)
 
 __all__ = [
+    "REPLAYED",
     "AuthorizationBehaviour",
     "AuthorizationPolicy",
     "BatchLoadMismatch",
@@ -75,6 +89,7 @@ __all__ = [
     "CacheBackend",
     "CacheSerializationFailed",
     "CacheUnavailable",
+    "Claim",
     "Command",
     "CommandBus",
     "CqrsError",
@@ -83,7 +98,14 @@ __all__ = [
     "Err",
     "FieldError",
     "HandlerNotFound",
+    "IdempotencyBehaviour",
+    "IdempotencyError",
+    "IdempotencyKeyInProgress",
+    "IdempotencyKeyReused",
+    "IdempotencyStore",
+    "IdempotencyStoreUnavailable",
     "InMemoryCacheBackend",
+    "InMemoryIdempotencyStore",
     "LoaderKeyMissing",
     "LoggingBehaviour",
     "Message",
@@ -104,6 +126,7 @@ __all__ = [
     "Result",
     "RetryBehaviour",
     "Rule",
+    "SQLiteIdempotencyStore",
     "ServiceContainer",
     "ServiceResolver",
     "TimeoutBehaviour",
@@ -115,6 +138,7 @@ __all__ = [
     "ValidationFailed",
     "field_errors",
     "handler",
+    "open_idempotency_store",
     "parse_message",
     "query_cache_key",
 ]

@@ -31,7 +31,13 @@ Next = Callable[[Message, MessageContext], Awaitable[Any]]
 
 
 class Behaviour(Protocol):
-    """One step around every handler it applies to: run code before and after ``call_next``."""
+    """One step around every handler it applies to: run code before and after ``call_next``.
+
+    A behaviour that needs to prepare per message type may also define
+    ``bind(message_type, returns) -> Behaviour``: ``build()`` calls it once
+    for each message type it applies to, with the handler's return
+    annotation, and uses what it returns in that pipeline.
+    """
 
     async def __call__(self, message: Message, context: MessageContext, call_next: Next) -> Any:
         """Handle ``message`` (usually by awaiting ``call_next``) and return the result."""
@@ -261,7 +267,11 @@ class BusBuilder:
 
         chain: Next = handle
         for use in reversed([u for u in self._uses if u.applies(message_type)]):
-            chain = _link(use.behaviour, chain)
+            behaviour = use.behaviour
+            bind = getattr(behaviour, "bind", None)
+            if bind is not None:  # it prepares itself for this message type and its handler
+                behaviour = bind(message_type, spec.returns)
+            chain = _link(behaviour, chain)
         return chain
 
 

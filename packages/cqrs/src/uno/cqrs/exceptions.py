@@ -12,6 +12,10 @@ that says what happened and what to do::
     ├── NotAuthenticated                cqrs.not_authenticated
     ├── NotAuthorized                   cqrs.not_authorized
     ├── MessageTimeout                  cqrs.timeout
+    ├── IdempotencyError                cqrs.idempotency_error
+    │   ├── IdempotencyKeyReused        cqrs.idempotency_key_reused
+    │   ├── IdempotencyKeyInProgress    cqrs.idempotency_key_in_progress
+    │   └── IdempotencyStoreUnavailable cqrs.idempotency_store_unavailable
     ├── LoaderKeyMissing                cqrs.loader_key_missing
     ├── BatchLoadMismatch               cqrs.batch_load_mismatch
     ├── UncacheableQuery                cqrs.uncacheable_query
@@ -51,6 +55,10 @@ __all__ = [
     "DuplicateHandler",
     "FieldError",
     "HandlerNotFound",
+    "IdempotencyError",
+    "IdempotencyKeyInProgress",
+    "IdempotencyKeyReused",
+    "IdempotencyStoreUnavailable",
     "InvalidCursor",
     "InvalidDocument",
     "InvalidQuery",
@@ -279,6 +287,57 @@ class MessageTimeout(CqrsError, TimeoutError):
         super().__init__(
             f"{message_type} took longer than {seconds:g} s and was cancelled (its unit of "
             "work rolled back). Retry later, or raise the message's timeout."
+        )
+
+
+class IdempotencyError(CqrsError):
+    """An idempotency key could not be honoured."""
+
+    code: ClassVar[str] = "cqrs.idempotency_error"
+
+
+class IdempotencyKeyReused(IdempotencyError, ValueError):
+    """An idempotency key came again with another message than the one it was first sent with."""
+
+    code: ClassVar[str] = "cqrs.idempotency_key_reused"
+
+    def __init__(self, key: str, message_type: str) -> None:
+        self.key = key
+        self.message_type = message_type
+        super().__init__(
+            f"The idempotency key {key!r} was first used for another message than this "
+            f"{message_type}; nothing ran. Send a new key for a new request, and the same "
+            "key only to repeat the very same message."
+        )
+
+
+class IdempotencyKeyInProgress(IdempotencyError):
+    """The first send of this key is still running after the wait; nothing ran."""
+
+    code: ClassVar[str] = "cqrs.idempotency_key_in_progress"
+
+    def __init__(self, key: str, message_type: str, waited: float) -> None:
+        self.key = key
+        self.message_type = message_type
+        self.waited = waited
+        super().__init__(
+            f"{message_type} with idempotency key {key!r} is still being handled by an "
+            f"earlier send (waited {waited:g} s); nothing ran. Retry with the same key "
+            "later: it returns the first send's result once that finishes."
+        )
+
+
+class IdempotencyStoreUnavailable(IdempotencyError):
+    """The idempotency key store (a database) failed; the message was not handled."""
+
+    code: ClassVar[str] = "cqrs.idempotency_store_unavailable"
+
+    def __init__(self, backend: str, reason: str) -> None:
+        self.backend = backend
+        self.reason = reason
+        super().__init__(
+            f"The {backend} idempotency key store failed: {reason}. Check that the database "
+            "is up and reachable, then retry with the same key."
         )
 
 

@@ -20,6 +20,7 @@ import psycopg_pool
 from psycopg import AsyncConnection, AsyncCursor, sql
 from psycopg.pq import TransactionStatus
 
+from uno.cqrs._pools import check_pool_sizes, open_autocommit_pool
 from uno.cqrs.exceptions import (
     DocumentNotFound,
     DuplicateDocument,
@@ -122,25 +123,18 @@ class PostgresRepository(RepositoryBase[D]):
             ReadModelUnavailable: the database cannot be reached within ``connect_timeout``.
             ReadModelNotMigrated: the table is missing or old and ``auto_migrate`` is off.
         """
-        if pool_min_size < 0 or pool_max_size < max(1, pool_min_size):
-            raise ReadModelConfigurationError(
-                "need 0 <= pool_min_size <= pool_max_size and pool_max_size >= 1, got "
-                f"{pool_min_size} and {pool_max_size}"
-            )
-        conninfo = "postgresql://" + url.partition("://")[2]
-        pool: psycopg_pool.AsyncConnectionPool[Any] = psycopg_pool.AsyncConnectionPool(
-            conninfo,
-            min_size=pool_min_size,
-            max_size=pool_max_size,
-            open=False,
-            timeout=connect_timeout,
-            kwargs={"autocommit": True},
-            name="uno.cqrs.read_models",
-        )
+        problem = check_pool_sizes(pool_min_size, pool_max_size)
+        if problem is not None:
+            raise ReadModelConfigurationError(problem)
         try:
-            await pool.open(wait=True, timeout=connect_timeout)
+            pool = await open_autocommit_pool(
+                url,
+                min_size=pool_min_size,
+                max_size=pool_max_size,
+                connect_timeout=connect_timeout,
+                name="uno.cqrs.read_models",
+            )
         except _UNAVAILABLE as exc:
-            await pool.close()
             raise ReadModelUnavailable("postgresql", f"{type(exc).__name__}: {exc}") from exc
         repository = cls(model, pool=pool, owns_pool=True, **options)
         return await repository._made_ready(auto_migrate=auto_migrate)
