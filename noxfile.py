@@ -173,6 +173,8 @@ def demo(session: nox.Session) -> None:
         "packages/event-storage",
         "-e",
         "packages/event-sourcing",
+        "-e",
+        "packages/cqrs",
     )
     session.run("python", "examples/bank/demo.py")
 

@@ -29,8 +29,10 @@ def test_bank_demo_tells_the_whole_story() -> None:
     assert "balances: {'ada': 5, 'bob': 20, 'cy': 10}" in out
     assert "status: caught_up" in out
     assert "lag 0 events" in out
-    assert "progress: 0/9, 9/9; 9 events applied" in out
+    assert "progress: 0/12, 12/12; 12 events applied" in out
     assert "balances after the rebuild: {'ada': 5, 'bob': 20, 'cy': 10}" in out
+    assert "GetBalance(ada) -> 5; GetBalance(zoe) -> None" in out
+    assert "balance >= 10: Bob 20, Cy 10" in out
     assert out.rstrip().endswith("done.")
 
 

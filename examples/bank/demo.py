@@ -4,15 +4,15 @@ Run it with ``nox -s demo``. Everything runs on the embedded default, an
 event store in a SQLite file (in a temporary directory), with no server:
 accounts are opened and used, a rule refuses a withdrawal, two tellers
 collide on one account, a transfer saga moves money (and undoes one transfer
-that cannot finish), snapshots shorten loading, and a balances read model is
-kept up to date and then rebuilt from the log.
+that cannot finish), snapshots shorten loading, a balances read model is kept
+up to date and rebuilt from the log, and the query bus answers from it.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import sys
 import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,10 @@ sys.path.insert(0, str(Path(__file__).parent))  # the domain module next to this
 
 from domain import (
     Account,
+    AccountOpened,
+    AccountsOverThreshold,
+    Balance,
+    GetBalance,
     InsufficientFunds,
     MoneyDeposited,
     MoneyWithdrawn,
@@ -32,6 +36,9 @@ from domain import (
     bank_registry,
 )
 
+from uno.cqrs import BusBuilder
+from uno.cqrs.read_models import RepositoryBase, open_repository
+from uno.cqrs.read_models.sqlite import SQLiteRepository
 from uno.event_sourcing import (
     ConcurrencyConflict,
     ProcessManagerRunner,
@@ -41,51 +48,71 @@ from uno.event_sourcing import (
     UnitOfWork,
     handles,
 )
-from uno.event_storage import SQLiteEventStore, open_event_store
-from uno.events import ManualClock, RecordedEvent
+from uno.event_storage import SQLiteEventStore, SQLiteTransaction, open_event_store
+from uno.events import ManualClock, RecordedEvent, StoreTransaction
 
 
 def say(text: str = "") -> None:
     print(text, flush=True)
 
 
-# -- the balances read model, in the same SQLite file -----------------------------------
+# -- the query side: a balances read model, in the same SQLite file ---------------------
 
 
-def _add(owner_stream: str, delta: int) -> Any:
-    def write(connection: sqlite3.Connection) -> None:
-        connection.execute(
-            "INSERT INTO balances (account, balance) VALUES (?, ?) ON CONFLICT (account) "
-            "DO UPDATE SET balance = balance + excluded.balance",
-            (owner_stream.removeprefix("account-"), delta),
-        )
-
-    return write
+def _sqlite(tx: StoreTransaction) -> SQLiteTransaction:
+    assert isinstance(tx, SQLiteTransaction)  # the demo's store is the SQLite one
+    return tx
 
 
 class Balances(TransactionalProjection):
-    """Each account's balance; written in the transaction that moves its checkpoint."""
+    """Each account's balance document, written in the transaction that moves its checkpoint."""
 
     name = "balances"
 
-    @handles
-    async def deposited(self, event: RecordedEvent[MoneyDeposited], tx: Any) -> None:
-        await tx.run(_add(event.stream_id, event.data.amount))
+    def __init__(self, balances: SQLiteRepository[Balance]) -> None:
+        self.balances = balances
 
     @handles
-    async def withdrawn(self, event: RecordedEvent[MoneyWithdrawn], tx: Any) -> None:
-        await tx.run(_add(event.stream_id, -event.data.amount))
-
-    async def reset(self, tx: Any) -> None:
-        await tx.run(lambda c: c.execute("DELETE FROM balances"))
-
-
-async def read_balances(store: SQLiteEventStore) -> dict[str, int]:
-    async with store.transaction() as tx:
-        rows = await tx.run(
-            lambda c: c.execute("SELECT account, balance FROM balances ORDER BY account").fetchall()
+    async def opened(self, event: RecordedEvent[AccountOpened], tx: StoreTransaction) -> None:
+        account_id = event.stream_id.removeprefix("account-")
+        await self.balances.within(_sqlite(tx)).upsert(
+            Balance(id=account_id, owner=event.data.owner)
         )
-    return dict(rows)
+
+    @handles
+    async def deposited(self, event: RecordedEvent[MoneyDeposited], tx: StoreTransaction) -> None:
+        await self._add(event.stream_id, event.data.amount, tx)
+
+    @handles
+    async def withdrawn(self, event: RecordedEvent[MoneyWithdrawn], tx: StoreTransaction) -> None:
+        await self._add(event.stream_id, -event.data.amount, tx)
+
+    async def _add(self, stream_id: str, delta: int, tx: StoreTransaction) -> None:
+        balances = self.balances.within(_sqlite(tx))
+        account_id = stream_id.removeprefix("account-")
+        found = await balances.get(account_id) or Balance(id=account_id)
+        await balances.upsert(found.model_copy(update={"balance": found.balance + delta}))
+
+    async def reset(self, tx: StoreTransaction) -> None:
+        await self.balances.within(_sqlite(tx)).clear()
+
+
+def query_handlers(balances: RepositoryBase[Balance]) -> list[Callable[..., Any]]:
+    """The handlers of the bank's queries, reading the balances read model."""
+
+    async def get_balance(query: GetBalance) -> int | None:
+        found = await balances.get(query.account_id)
+        return None if found is None else found.balance
+
+    async def accounts_over(query: AccountsOverThreshold) -> list[Balance]:
+        rich = balances.where.ge("balance", query.minimum)
+        return await balances.query().filter(rich).order_by("-balance").all()
+
+    return [get_balance, accounts_over]
+
+
+async def read_balances(balances: RepositoryBase[Balance]) -> dict[str, int]:
+    return {found.id: found.balance for found in await balances.query().all()}
 
 
 async def settle(runner: ProcessManagerRunner, store: SQLiteEventStore) -> None:
@@ -104,26 +131,21 @@ async def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="uno-bank-"))
     url = f"sqlite:///{folder / 'bank.db'}"
     say(f"The bank opens. Its ledger is one SQLite file: {folder / 'bank.db'}")
-    async with open_event_store(url, registry=bank_registry(), auto_migrate=True) as opened:
+    async with (
+        open_event_store(url, registry=bank_registry(), auto_migrate=True) as opened,
+        open_repository(url, Balance, auto_migrate=True) as documents,
+    ):
         assert isinstance(opened, SQLiteEventStore)  # the embedded default
-        store = opened
-        async with store.transaction() as tx:
-            await tx.run(
-                lambda c: c.execute(
-                    "CREATE TABLE balances (account TEXT PRIMARY KEY, balance INTEGER NOT NULL)"
-                )
-            )
+        assert isinstance(documents, SQLiteRepository)  # in the same SQLite file
+        store, balances = opened, documents
         accounts = Repository(store, Account)
-        for chapter in (
-            open_accounts,
-            refused_withdrawal,
-            tellers_collide,
-            transfers,
-            snapshots,
-            balances_projection,
-        ):
+        for chapter in (open_accounts, refused_withdrawal, tellers_collide, transfers, snapshots):
             say()
             await chapter(store, accounts)
+        say()
+        await balances_projection(store, balances)
+        say()
+        await queries(balances)
     say()
     say("The bank closes for the day; every fact is still in its ledger. done.")
 
@@ -214,11 +236,11 @@ async def snapshots(store: SQLiteEventStore, accounts: Repository[Account]) -> N
     )
 
 
-async def balances_projection(store: SQLiteEventStore, accounts: Repository[Account]) -> None:
+async def balances_projection(store: SQLiteEventStore, balances: SQLiteRepository[Balance]) -> None:
     say("6. A balances read model follows the log, exactly once, in the same SQLite file.")
-    async with ProjectionRunner(store, [Balances()]) as projections:
+    async with ProjectionRunner(store, [Balances(balances)]) as projections:
         await projections.wait_until_caught_up()
-        say(f"   balances: {await read_balances(store)}")
+        say(f"   balances: {await read_balances(balances)}")
         status = (await projections.status())["balances"]
         say(
             f"   status: {status.state.value}, position {status.position}, "
@@ -231,7 +253,18 @@ async def balances_projection(store: SQLiteEventStore, accounts: Repository[Acco
             "balances", progress=lambda done, total: reported.append(f"{done}/{total}")
         )
         say(f"   progress: {', '.join(reported)}; {applied} events applied")
-        say(f"   balances after the rebuild: {await read_balances(store)}")
+        say(f"   balances after the rebuild: {await read_balances(balances)}")
+
+
+async def queries(balances: RepositoryBase[Balance]) -> None:
+    say("8. The counter asks the query bus; the handlers read the balances read model.")
+    bus = BusBuilder().register(*query_handlers(balances)).build().queries
+    ada = await bus.send(GetBalance(account_id="ada"))
+    nobody = await bus.send(GetBalance(account_id="zoe"))
+    say(f"   GetBalance(ada) -> {ada}; GetBalance(zoe) -> {nobody} (no such account)")
+    rich = await bus.send(AccountsOverThreshold(minimum=10))
+    listed = ", ".join(f"{found.owner} {found.balance}" for found in rich)
+    say(f"   AccountsOverThreshold(10), by specification balance >= 10: {listed}")
 
 
 if __name__ == "__main__":

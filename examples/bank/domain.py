@@ -1,13 +1,16 @@
-"""The bank's domain: accounts, the commands tellers and transfers send, and a transfer saga."""
+"""The bank's domain: accounts, commands, a transfer saga, and the query side's read model."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Self
+from typing import ClassVar, Self
 
 import msgspec
+from pydantic import BaseModel
 
+from uno.cqrs import Query
+from uno.cqrs.read_models import Index, ReadModelOptions
 from uno.event_sourcing import (
     Aggregate,
     DeadlineReached,
@@ -286,3 +289,28 @@ class Transfer(ProcessManager):
     @applies
     def _started(self, event: TransferStarted) -> None:
         self.source, self.target, self.amount = event.source, event.target, event.amount
+
+
+# -- the query side: a read model of balances and the queries it answers ----------------
+
+
+class Balance(BaseModel):
+    """One account's balance, as the balances projection keeps it."""
+
+    read_model: ClassVar[ReadModelOptions] = ReadModelOptions(
+        name="balances", indexes=(Index("balance"),)
+    )
+
+    id: str
+    owner: str = ""
+    balance: int = 0
+
+
+class GetBalance(Query):
+    account_id: str
+
+
+class AccountsOverThreshold(Query):
+    """The accounts holding at least ``minimum``, richest first."""
+
+    minimum: int
