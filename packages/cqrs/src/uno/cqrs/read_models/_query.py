@@ -80,8 +80,12 @@ class Query(Generic[R]):
                 f"filter() needs a Specification of {document.cls.__qualname__}, got one of "
                 f"{getattr(model, '__qualname__', model)}: build it with repository.where"
             )
-        merged = spec if self._plan.spec is None else and_(self._plan.spec, spec)
-        return self._with(replace(self._plan, spec=merged))
+        plan = self._plan
+        merged = spec if plan.spec is None else and_(plan.spec, spec)
+        # QueryPlan(...) rather than dataclasses.replace: this is on every query's path.
+        return self._with(
+            QueryPlan(merged, plan.order, plan.limit, plan.offset, plan.after, plan.paths)
+        )
 
     def order_by(self, *fields: str) -> Query[R]:
         """Order by these fields (``"-name"`` descending); ties are broken by id, ascending.

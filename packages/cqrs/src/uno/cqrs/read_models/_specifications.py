@@ -365,6 +365,10 @@ class Where(Generic[D]):
 
 def _value(path: FieldPath, kind: FieldKind, value: object, op: str) -> str | int | float | bool:
     """Check ``value`` against a field of ``kind``; return it as it compares."""
+    if type(value) is str and kind == "str" and "\x00" not in value and value.isascii():
+        return value  # the common cases first, checked cheaply
+    if type(value) is int and kind in ("int", "float") and INT64[0] <= value <= INT64[1]:
+        return value if kind == "int" else float(value)
     where = f"{op}({path.dotted!r}, ...)"
     if value is None:
         raise InvalidSpecification(f"{where} got None: use is_null({path.dotted!r}) for nulls")

@@ -14,6 +14,7 @@ So the two-valued logic of ``Specification.matches`` holds in SQL too.
 from __future__ import annotations
 
 import abc
+import functools
 import json
 from collections.abc import Sequence
 
@@ -85,6 +86,17 @@ class Dialect(abc.ABC):
 
     # -- shared ------------------------------------------------------------------
 
+    @functools.cached_property
+    def _fields(self) -> dict[FieldPath, str]:
+        return {}
+
+    def _field(self, path: FieldPath) -> str:
+        """``field(path)``, memoized: a path's SQL never changes."""
+        found = self._fields.get(path)
+        if found is None:
+            found = self._fields[path] = self.field(path)
+        return found
+
     def where(self, spec: Specification) -> tuple[str, list[object]]:
         """Compile ``spec`` to a predicate and its parameters."""
         params: list[object] = []
@@ -96,7 +108,7 @@ class Dialect(abc.ABC):
         p = self.placeholder
         if isinstance(spec, Comparison):
             params.append(self.parameter(spec.path, spec.value))
-            return f"{self.field(spec.path)} {_OPERATORS[spec.op]} {p}"
+            return f"{self._field(spec.path)} {_OPERATORS[spec.op]} {p}"
         if isinstance(spec, In):
             if not spec.values:
                 return self.false
@@ -106,16 +118,16 @@ class Dialect(abc.ABC):
                 params.append(values)
             else:
                 params.extend(values)
-            return f"{self.field(spec.path)} {tail}"
+            return f"{self._field(spec.path)} {tail}"
         if isinstance(spec, Contains):
             if spec.path.kind == "str":
                 params.append(spec.value)
-                return self.contains_text(self.field(spec.path))
+                return self.contains_text(self._field(spec.path))
             sql, more = self.contains_element(spec.path, spec.value)
             params.extend(more)
             return sql
         if isinstance(spec, StartsWith):
-            sql, times = self.starts_with(self.field(spec.path))
+            sql, times = self.starts_with(self._field(spec.path))
             params.extend([spec.prefix] * times)
             return sql
         if isinstance(spec, IsNull):
